@@ -1,0 +1,215 @@
+//! Loading every path file of the `config.d/` directory. One bad file never hides the good
+//! ones: its problem is collected and the rest still load.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use super::error::ConfigError;
+use super::name::{PathName, is_config_file_name};
+use super::path::{PathConfig, parse_path_file, path_name_of};
+
+/// The outcome of loading a directory: the paths that are fine, and one error per file that
+/// is not (in file name order).
+#[derive(Debug, Default)]
+pub struct LoadedPaths {
+    pub paths: BTreeMap<PathName, PathConfig>,
+    pub errors: Vec<ConfigError>,
+}
+
+/// Loads every path file (see [`is_config_file_name`]) in `dir`. Fails only if `dir` itself
+/// cannot be read.
+pub fn load_paths_dir(dir: &Path) -> Result<LoadedPaths, ConfigError> {
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| ConfigError::new(dir, format!("cannot read directory: {e}")))?;
+    let mut loaded = LoadedPaths::default();
+
+    let mut files: Vec<PathBuf> = Vec::new();
+    for entry in entries {
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(e) => {
+                loaded.errors.push(ConfigError::new(
+                    dir,
+                    format!("cannot list directory entry: {e}"),
+                ));
+                continue;
+            }
+        };
+        let file_name = entry.file_name();
+        // A name that is not UTF-8 is still reported if it otherwise looks like a path file.
+        if is_config_file_name(&file_name.to_string_lossy()) {
+            files.push(entry.path());
+        } else {
+            tracing::trace!(file = %entry.path().display(), "not a path file, ignored");
+        }
+    }
+    // read_dir order is arbitrary; sort so that errors and logs come out the same every time.
+    files.sort();
+
+    // Group by path name first: `x.yml` and `x.yaml` both claiming `x` disqualifies both, as
+    // neither is obviously the one meant.
+    let mut by_name: BTreeMap<PathName, Vec<PathBuf>> = BTreeMap::new();
+    let mut valid_files: Vec<(PathName, PathBuf)> = Vec::new();
+    for file in files {
+        match path_name_of(&file) {
+            Ok(name) => {
+                by_name.entry(name.clone()).or_default().push(file.clone());
+                valid_files.push((name, file));
+            }
+            Err(e) => loaded.errors.push(e),
+        }
+    }
+
+    for (name, file) in valid_files {
+        let claimants = by_name.get(&name).map_or(&[][..], Vec::as_slice);
+        if claimants.len() > 1 {
+            let list: Vec<String> = claimants
+                .iter()
+                .map(|f| {
+                    f.file_name()
+                        .unwrap_or_default()
+                        .to_string_lossy()
+                        .into_owned()
+                })
+                .collect();
+            loaded.errors.push(ConfigError::new(
+                &file,
+                format!(
+                    "path `{name}` is defined by more than one file ({}); keep only one",
+                    list.join(", ")
+                ),
+            ));
+            continue;
+        }
+        match load_one(&file) {
+            Ok(config) => {
+                loaded.paths.insert(name, config);
+            }
+            Err(e) => loaded.errors.push(e),
+        }
+    }
+    loaded.errors.sort_by(|a, b| a.file.cmp(&b.file));
+    Ok(loaded)
+}
+
+fn load_one(file: &Path) -> Result<PathConfig, ConfigError> {
+    if !file.is_file() {
+        return Err(ConfigError::new(file, "not a regular file"));
+    }
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| ConfigError::new(file, format!("cannot read: {e}")))?;
+    parse_path_file(file, &text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    /// A fresh directory under the system temp dir, removed on drop.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new() -> TempDir {
+            static N: AtomicU32 = AtomicU32::new(0);
+            let dir = std::env::temp_dir().join(format!(
+                "camportal-config-test-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed)
+            ));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            TempDir(dir)
+        }
+
+        fn write(&self, name: &str, text: &str) {
+            std::fs::write(self.0.join(name), text).unwrap();
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    const GOOD: &str = "source: testsrc\n";
+
+    #[test]
+    fn good_bad_junk_and_duplicates() {
+        let dir = TempDir::new();
+        dir.write("cam1.yml", GOOD);
+        dir.write(
+            "cam2.yaml",
+            "source:\n  type: testsrc\nencoding:\n  fps: 10\n",
+        );
+        // Bad content.
+        dir.write("bad.yml", "source: testsrc\nencoding:\n  fps: 0\n");
+        dir.write("empty.yml", "");
+        // Bad names.
+        dir.write("_x.yml", GOOD);
+        dir.write("api.yml", GOOD);
+        // Duplicates: both rejected.
+        dir.write("dup.yml", GOOD);
+        dir.write("dup.yaml", GOOD);
+        // Junk: silently ignored.
+        for junk in [
+            ".hidden.yml",
+            "cam1.yml~",
+            ".cam1.yml.swp",
+            ".#cam1.yml",
+            "notes.txt",
+        ] {
+            dir.write(junk, "this is: [not yaml");
+        }
+        // A directory with a path file's name.
+        std::fs::create_dir(dir.0.join("sub.yml")).unwrap();
+
+        let loaded = load_paths_dir(&dir.0).unwrap();
+        let names: Vec<&str> = loaded.paths.keys().map(PathName::as_str).collect();
+        assert_eq!(names, ["cam1", "cam2"]);
+        assert_eq!(loaded.paths["cam1"].encoding.fps, 30);
+        let cam2 = PathName::new("cam2").unwrap();
+        assert_eq!(loaded.paths[&cam2].encoding.fps, 10);
+
+        let errors: Vec<String> = loaded
+            .errors
+            .iter()
+            .map(|e| {
+                let rel = e.file.strip_prefix(&dir.0).unwrap().to_path_buf();
+                ConfigError {
+                    file: rel,
+                    ..e.clone()
+                }
+                .to_string()
+            })
+            .collect();
+        assert_eq!(
+            errors,
+            [
+                "_x.yml: path name `_x` must not start with `.`, `_` or `-`",
+                "api.yml: path name `api` is reserved",
+                "bad.yml:3:8: encoding.fps: 0 is out of range 1..=60",
+                "dup.yaml: path `dup` is defined by more than one file (dup.yaml, dup.yml); keep only one",
+                "dup.yml: path `dup` is defined by more than one file (dup.yaml, dup.yml); keep only one",
+                "empty.yml: empty path file: expected at least `source:`",
+                "sub.yml: not a regular file",
+            ]
+        );
+    }
+
+    #[test]
+    fn empty_directory() {
+        let dir = TempDir::new();
+        let loaded = load_paths_dir(&dir.0).unwrap();
+        assert!(loaded.paths.is_empty() && loaded.errors.is_empty());
+    }
+
+    #[test]
+    fn missing_directory_is_an_error() {
+        let dir = TempDir::new();
+        let missing = dir.0.join("nope");
+        let e = load_paths_dir(&missing).unwrap_err();
+        assert!(e.message.starts_with("cannot read directory"), "{e}");
+    }
+}

@@ -1,0 +1,21 @@
+//! Configuration: the per-path files in `config.d/` and the optional global server file.
+//! Models, parsing with located errors, validation and directory loading; no I/O beyond
+//! reading files.
+
+mod error;
+mod load;
+mod name;
+mod path;
+mod server;
+mod source;
+mod units;
+
+pub use error::ConfigError;
+pub use load::{LoadedPaths, load_paths_dir};
+pub use name::{PathName, is_config_file_name};
+pub use path::{EncodingConfig, PathConfig, parse_path_file};
+pub use server::{
+    IceServer, ServerConfig, load_server_file, parse_address, parse_log_level, parse_server_file,
+};
+pub use source::SourceConfig;
+pub use units::format_bitrate;

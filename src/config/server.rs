@@ -1,0 +1,375 @@
+//! The optional global server file (`camportal.yml`). Keys carry MediaMTX's names where they
+//! mean the same, so MediaMTX users can carry their settings over.
+
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+
+use serde::de::{self, Visitor};
+use serde::{Deserialize, Deserializer};
+
+use super::error::ConfigError;
+
+/// Daemon-wide settings. Every key is optional; see `Default`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// HTTP listen address: WHEP, player, API.
+    #[serde(rename = "webrtcAddress", deserialize_with = "deserialize_address")]
+    pub http_address: SocketAddr,
+    /// The single UDP port all WebRTC viewers share.
+    #[serde(
+        rename = "webrtcLocalUDPAddress",
+        deserialize_with = "deserialize_address"
+    )]
+    pub udp_address: SocketAddr,
+    /// Extra IPs/hostnames advertised as ICE host candidates (NAT 1:1).
+    #[serde(
+        rename = "webrtcAdditionalHosts",
+        deserialize_with = "deserialize_hosts"
+    )]
+    pub additional_hosts: Vec<String>,
+    #[serde(rename = "webrtcICEServers2")]
+    pub ice_servers: Vec<IceServer>,
+    /// One of `error`, `warn`, `info`, `debug`, `trace`.
+    #[serde(rename = "logLevel", deserialize_with = "deserialize_log_level")]
+    pub log_level: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            http_address: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 8889),
+            udp_address: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 8189),
+            additional_hosts: Vec::new(),
+            ice_servers: Vec::new(),
+            log_level: "info".to_string(),
+        }
+    }
+}
+
+/// A STUN or TURN server handed to browsers and used by the daemon.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IceServer {
+    /// `stun:`, `turn:` or `turns:` URL.
+    #[serde(deserialize_with = "deserialize_ice_url")]
+    pub url: String,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+}
+
+const LOG_LEVELS: &[&str] = &["error", "warn", "info", "debug", "trace"];
+
+/// Reads the server file. A missing file means all defaults; an empty one too.
+pub fn load_server_file(file: &Path) -> Result<ServerConfig, ConfigError> {
+    let text = match std::fs::read_to_string(file) {
+        Ok(text) => text,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            tracing::debug!(file = %file.display(), "no server file, using defaults");
+            return Ok(ServerConfig::default());
+        }
+        Err(e) => return Err(ConfigError::new(file, format!("cannot read: {e}"))),
+    };
+    parse_server_file(file, &text)
+}
+
+/// Parses the text of the server file `file` (named in errors only).
+pub fn parse_server_file(file: &Path, text: &str) -> Result<ServerConfig, ConfigError> {
+    let parsed: Option<ServerConfig> =
+        serde_yaml::from_str(text).map_err(|e| ConfigError::from_yaml(file, &e))?;
+    Ok(parsed.unwrap_or_default())
+}
+
+/// Parses a listen address: `:PORT` (all IPv4 interfaces), `HOST:PORT` with an IP address or
+/// `localhost` as HOST, or `[IPv6]:PORT`.
+pub fn parse_address(s: &str) -> Result<SocketAddr, String> {
+    const FORMS: &str = "expected `:PORT`, `IP:PORT` or `[IPv6]:PORT`";
+    let (host, port) = s.rsplit_once(':').ok_or_else(|| match s.parse::<u16>() {
+        Ok(_) => format!("invalid address `{s}`: {FORMS} (did you mean `:{s}`?)"),
+        Err(_) => format!("invalid address `{s}`: {FORMS}"),
+    })?;
+    let port: u16 = port.parse().map_err(|_| {
+        format!("invalid address `{s}`: port `{port}` is not a number in 0..=65535")
+    })?;
+    let ip = if host.is_empty() {
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+    } else if host.eq_ignore_ascii_case("localhost") {
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
+    } else if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        v6.parse()
+            .map_err(|_| format!("invalid address `{s}`: `{v6}` is not an IPv6 address"))?
+    } else if host.contains(':') {
+        return Err(format!(
+            "invalid address `{s}`: write IPv6 addresses in brackets, e.g. `[::1]:{port}`"
+        ));
+    } else {
+        host.parse::<Ipv4Addr>().map(IpAddr::V4).map_err(|_| {
+            format!(
+                "invalid address `{s}`: `{host}` is not an IP address (host names other than \
+                 `localhost` are not supported for listening)"
+            )
+        })?
+    };
+    Ok(SocketAddr::new(ip, port))
+}
+
+/// Checks a log level (`error`, `warn`, `info`, `debug`, `trace`); for CLI overrides.
+pub fn parse_log_level(s: &str) -> Result<String, String> {
+    if LOG_LEVELS.contains(&s) {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "invalid log level `{s}`: expected one of {}",
+            LOG_LEVELS.join(", ")
+        ))
+    }
+}
+
+fn deserialize_address<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    struct V;
+    impl Visitor<'_> for V {
+        type Value = SocketAddr;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an address like \":8889\", \"127.0.0.1:8889\" or \"[::]:8889\"")
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<SocketAddr, E> {
+            parse_address(v).map_err(E::custom)
+        }
+    }
+    d.deserialize_str(V)
+}
+
+fn deserialize_log_level<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    struct V;
+    impl Visitor<'_> for V {
+        type Value = String;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "one of {}", LOG_LEVELS.join(", "))
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
+            if LOG_LEVELS.contains(&v) {
+                Ok(v.to_string())
+            } else {
+                Err(E::unknown_variant(v, LOG_LEVELS))
+            }
+        }
+    }
+    d.deserialize_str(V)
+}
+
+fn deserialize_ice_url<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    struct V;
+    impl Visitor<'_> for V {
+        type Value = String;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a `stun:`, `turn:` or `turns:` URL")
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
+            let scheme_ok = ["stun:", "turn:", "turns:"]
+                .iter()
+                .any(|scheme| v.len() > scheme.len() && v.starts_with(scheme));
+            if scheme_ok {
+                Ok(v.to_string())
+            } else {
+                Err(E::invalid_value(de::Unexpected::Str(v), &self))
+            }
+        }
+    }
+    d.deserialize_str(V)
+}
+
+/// Each entry must be a plausible IP or host name; checked per entry so the error points at it.
+fn deserialize_hosts<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    struct Host(String);
+    impl<'de> Deserialize<'de> for Host {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Host, D::Error> {
+            struct V;
+            impl Visitor<'_> for V {
+                type Value = Host;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("an IP address or host name")
+                }
+                fn visit_str<E: de::Error>(self, v: &str) -> Result<Host, E> {
+                    let ok = !v.is_empty()
+                        && (v.parse::<IpAddr>().is_ok()
+                            || v.chars()
+                                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-')));
+                    if ok {
+                        Ok(Host(v.to_string()))
+                    } else {
+                        Err(E::invalid_value(de::Unexpected::Str(v), &self))
+                    }
+                }
+            }
+            d.deserialize_str(V)
+        }
+    }
+    let hosts = Vec::<Host>::deserialize(d)?;
+    Ok(hosts.into_iter().map(|h| h.0).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<ServerConfig, ConfigError> {
+        parse_server_file(Path::new("camportal.yml"), text)
+    }
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn addresses() {
+        assert_eq!(parse_address(":8889"), Ok(addr("0.0.0.0:8889")));
+        assert_eq!(parse_address("127.0.0.1:80"), Ok(addr("127.0.0.1:80")));
+        assert_eq!(parse_address("localhost:1"), Ok(addr("127.0.0.1:1")));
+        assert_eq!(parse_address("[::]:8189"), Ok(addr("[::]:8189")));
+        assert_eq!(parse_address("[::1]:0"), Ok(addr("[::1]:0")));
+        assert_eq!(
+            parse_address("8889").unwrap_err(),
+            "invalid address `8889`: expected `:PORT`, `IP:PORT` or `[IPv6]:PORT` (did you mean `:8889`?)"
+        );
+        for bad in [
+            "",
+            ":",
+            ":x",
+            ":65536",
+            "1.2.3:80",
+            "::1:80",
+            "[::1]",
+            "[x]:1",
+            "example.com:80",
+            "1.2.3.4",
+        ] {
+            assert!(parse_address(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(
+            parse_address("example.com:80")
+                .unwrap_err()
+                .contains("not an IP address")
+        );
+    }
+
+    #[test]
+    fn defaults() {
+        let d = ServerConfig::default();
+        assert_eq!(d.http_address, addr("0.0.0.0:8889"));
+        assert_eq!(d.udp_address, addr("0.0.0.0:8189"));
+        assert!(d.additional_hosts.is_empty() && d.ice_servers.is_empty());
+        assert_eq!(d.log_level, "info");
+        assert_eq!(parse("").unwrap(), d);
+        assert_eq!(parse("# all commented out\n").unwrap(), d);
+        assert_eq!(parse("{}").unwrap(), d);
+        let missing =
+            std::env::temp_dir().join(format!("camportal-no-such-file-{}.yml", std::process::id()));
+        assert_eq!(load_server_file(&missing).unwrap(), d);
+    }
+
+    #[test]
+    fn full_file() {
+        let c = parse(
+            "webrtcAddress: :8889\nwebrtcLocalUDPAddress: 127.0.0.1:9000\n\
+             webrtcAdditionalHosts: [192.168.1.5, cam.example.org]\n\
+             webrtcICEServers2:\n  - url: stun:stun.l.google.com:19302\n  \
+             - url: turn:turn.example.org:3478\n    username: u\n    password: p\n\
+             logLevel: debug\n",
+        )
+        .unwrap();
+        assert_eq!(c.http_address, addr("0.0.0.0:8889"));
+        assert_eq!(c.udp_address, addr("127.0.0.1:9000"));
+        assert_eq!(c.additional_hosts, ["192.168.1.5", "cam.example.org"]);
+        assert_eq!(
+            c.ice_servers,
+            [
+                IceServer {
+                    url: "stun:stun.l.google.com:19302".into(),
+                    username: None,
+                    password: None
+                },
+                IceServer {
+                    url: "turn:turn.example.org:3478".into(),
+                    username: Some("u".into()),
+                    password: Some("p".into())
+                }
+            ]
+        );
+        assert_eq!(c.log_level, "debug");
+    }
+
+    #[test]
+    fn errors_carry_lines() {
+        let e = parse("logLevel: info\nwebrtcAddress: 8889\n").unwrap_err();
+        assert_eq!((e.line, e.column), (Some(2), Some(16)));
+        assert!(
+            e.message
+                .starts_with("webrtcAddress: invalid address `8889`"),
+            "{e}"
+        );
+
+        let e = parse("webrtcAddres: :8889\n").unwrap_err();
+        assert_eq!(e.line, Some(1));
+        assert!(e.message.contains("unknown field `webrtcAddres`"), "{e}");
+
+        let e = parse("logLevel: verbose\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "camportal.yml:1:11: logLevel: unknown variant `verbose`, expected one of `error`, \
+             `warn`, `info`, `debug`, `trace`"
+        );
+
+        let e = parse("webrtcICEServers2:\n  - url: stun:x\n  - url: http://x\n").unwrap_err();
+        assert_eq!(e.line, Some(3));
+        assert!(e.message.contains("webrtcICEServers2[1].url"), "{e}");
+
+        let e = parse("webrtcICEServers2:\n  - url: stun:x\n    clientOnly: true\n").unwrap_err();
+        assert_eq!(e.line, Some(3));
+
+        let e = parse("webrtcAdditionalHosts:\n  - 10.0.0.1\n  - 'bad host'\n").unwrap_err();
+        assert_eq!(e.line, Some(3));
+
+        let e = parse("webrtcLocalUDPAddress: 8189\n").unwrap_err();
+        assert!(e.message.contains("did you mean `:8189`"), "{e}");
+    }
+
+    #[test]
+    fn log_levels() {
+        assert_eq!(parse_log_level("trace"), Ok("trace".to_string()));
+        assert_eq!(
+            parse_log_level("loud").unwrap_err(),
+            "invalid log level `loud`: expected one of error, warn, info, debug, trace"
+        );
+    }
+
+    #[test]
+    fn shipped_example_is_valid_and_shows_the_defaults() {
+        let text = include_str!("../../camportal.example.yml");
+        assert_eq!(parse(text).unwrap(), ServerConfig::default());
+        // The commented-out alternatives must be valid too: uncomment them, drop the defaults.
+        let uncommented: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.ends_with(": []"))
+            .map(|l| match l.strip_prefix("# ") {
+                Some(rest) if rest.starts_with("webrtc") || rest.starts_with("  ") => rest,
+                _ => l,
+            })
+            .collect();
+        let uncommented = uncommented.join("\n");
+        let c = parse(&uncommented).unwrap();
+        assert_eq!(c.additional_hosts.len(), 2);
+        assert_eq!(c.ice_servers.len(), 2);
+        assert_eq!(c.ice_servers[1].password.as_deref(), Some("secret"));
+    }
+
+    #[test]
+    fn read_errors_other_than_missing_are_errors() {
+        // A directory cannot be read as a file.
+        let e = load_server_file(&std::env::temp_dir()).unwrap_err();
+        assert!(e.message.starts_with("cannot read"), "{e}");
+    }
+}

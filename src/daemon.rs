@@ -1,0 +1,123 @@
+//! Starting and stopping the whole daemon: used by `main` and, in-process, by the tests (which
+//! bind port 0 and read the real addresses back).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use ractor::{Actor, ActorRef};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tracing::info;
+
+use crate::config::{self, ServerConfig};
+use crate::status::StatusBoard;
+use crate::supervisor::{RootArgs, RootMsg, RootSupervisor};
+use crate::whep::Whep;
+use crate::whep::addresses;
+use crate::whep::peer::IceAddresses;
+use crate::whep::sessions::Sessions;
+use crate::whep::udp_mux::UdpMux;
+
+pub struct Settings {
+    pub config_dir: PathBuf,
+    pub server: ServerConfig,
+}
+
+/// A running daemon.
+pub struct Daemon {
+    pub http_addr: SocketAddr,
+    pub udp_addr: SocketAddr,
+    pub board: StatusBoard,
+    root: ActorRef<RootMsg>,
+    http_stop: oneshot::Sender<()>,
+    http: JoinHandle<()>,
+}
+
+/// Gives each daemon in a process its own actor-name scope.
+static NEXT_SCOPE: AtomicU64 = AtomicU64::new(1);
+
+pub async fn start(settings: Settings) -> anyhow::Result<Daemon> {
+    crate::viewer::init_rtp_clock();
+    let server = &settings.server;
+    let loaded = config::load_paths_dir(&settings.config_dir).with_context(|| {
+        format!(
+            "cannot read the path directory {}",
+            settings.config_dir.display()
+        )
+    })?;
+
+    let mux = UdpMux::bind(server.udp_address).await?;
+    // With port 0 (tests) the port is known only now.
+    let udp_addr = mux.local_addr();
+    let bound = SocketAddr::new(server.udp_address.ip(), udp_addr.port());
+    let interfaces = addresses::interface_addresses();
+    let candidates = addresses::advertised(bound, &interfaces, &server.additional_hosts);
+    info!(udp = %udp_addr, candidates = ?candidates, "WebRTC UDP port ready");
+
+    let board = StatusBoard::default();
+    let sessions = Sessions::default();
+    let scope = format!("d{}", NEXT_SCOPE.fetch_add(1, Ordering::Relaxed));
+    let (root, _) = Actor::spawn(
+        None,
+        RootSupervisor,
+        RootArgs {
+            scope: scope.clone(),
+            board: board.clone(),
+            sessions: sessions.clone(),
+        },
+    )
+    .await
+    .context("cannot start the root supervisor")?;
+    root.send_message(RootMsg::Apply(loaded))
+        .map_err(|err| anyhow::anyhow!("cannot configure paths: {err}"))?;
+
+    let whep = Whep {
+        mux: Arc::clone(&mux),
+        addresses: IceAddresses { candidates },
+        sessions,
+        board: board.clone(),
+        root: root.get_cell(),
+        scope,
+        ice_servers: server.ice_servers.clone(),
+    };
+    let listener = tokio::net::TcpListener::bind(server.http_address)
+        .await
+        .with_context(|| format!("cannot listen for HTTP on {}", server.http_address))?;
+    let http_addr = listener.local_addr()?;
+    let (http_stop, stopped) = oneshot::channel::<()>();
+    let app = crate::http::router(whep);
+    let http = tokio::spawn(async move {
+        let serve = axum::serve(listener, app).with_graceful_shutdown(async {
+            let _ = stopped.await;
+        });
+        if let Err(err) = serve.await {
+            tracing::error!(%err, "HTTP server failed");
+        }
+    });
+    info!(http = %http_addr, "camportal listening: open http://{http_addr}/");
+    Ok(Daemon {
+        http_addr,
+        udp_addr,
+        board,
+        root,
+        http_stop,
+        http,
+    })
+}
+
+impl Daemon {
+    /// Closes every viewer cleanly, stops every path, then the HTTP server.
+    pub async fn shutdown(self) {
+        let _ = self
+            .root
+            .stop_and_wait(Some("shutdown".into()), Some(Duration::from_millis(1500)))
+            .await;
+        let _ = self.http_stop.send(());
+        // Open keep-alive connections (a player's) must not hold the exit up.
+        let _ = tokio::time::timeout(Duration::from_millis(200), self.http).await;
+    }
+}

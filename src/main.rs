@@ -1,0 +1,160 @@
+//! `camportal` — run the daemon (default), or check a config directory.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use camportal::config::{self, ServerConfig};
+use camportal::daemon::{self, Settings};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Live cameras in a browser over WebRTC (WHEP), from one daemon"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon (the default).
+    Run(RunArgs),
+    /// Validate a config directory without starting anything; exits 1 on any problem.
+    Check {
+        /// The directory of path files.
+        #[arg(default_value = "config.d")]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Args, Clone)]
+struct RunArgs {
+    /// The directory of path files: config.d/<name>.yml serves /<name>/.
+    #[arg(long, default_value = "config.d")]
+    config_dir: PathBuf,
+    /// The server settings file [default: camportal.yml beside the config directory].
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// HTTP listen address (webrtcAddress), e.g. :8889 or 127.0.0.1:8889.
+    #[arg(long)]
+    http_address: Option<String>,
+    /// The one UDP address all viewers share (webrtcLocalUDPAddress), e.g. :8189.
+    #[arg(long)]
+    udp_address: Option<String>,
+    /// An extra IP or host name to advertise to viewers (webrtcAdditionalHosts); repeatable.
+    #[arg(long = "additional-host")]
+    additional_hosts: Vec<String>,
+    /// error, warn, info, debug or trace (logLevel); RUST_LOG overrides it.
+    #[arg(long)]
+    log_level: Option<String>,
+}
+
+fn server_settings(args: &RunArgs) -> Result<ServerConfig, String> {
+    let file = args.config.clone().unwrap_or_else(|| {
+        let parent = args.config_dir.parent().unwrap_or(Path::new("."));
+        parent.join("camportal.yml")
+    });
+    let mut server = config::load_server_file(&file).map_err(|err| err.to_string())?;
+    if let Some(address) = &args.http_address {
+        server.http_address =
+            config::parse_address(address).map_err(|e| format!("--http-address: {e}"))?;
+    }
+    if let Some(address) = &args.udp_address {
+        server.udp_address =
+            config::parse_address(address).map_err(|e| format!("--udp-address: {e}"))?;
+    }
+    server
+        .additional_hosts
+        .extend(args.additional_hosts.iter().cloned());
+    if let Some(level) = &args.log_level {
+        server.log_level =
+            config::parse_log_level(level).map_err(|e| format!("--log-level: {e}"))?;
+    }
+    Ok(server)
+}
+
+fn check(dir: &Path) -> ExitCode {
+    match config::load_paths_dir(dir) {
+        Ok(loaded) => {
+            for name in loaded.paths.keys() {
+                println!("ok: {name}");
+            }
+            for err in &loaded.errors {
+                println!("error: {err}");
+            }
+            if loaded.errors.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(err) => {
+            println!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn wait_for_signal() -> std::io::Result<&'static str> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(tokio::select! {
+        _ = terminate.recv() => "SIGTERM",
+        _ = interrupt.recv() => "SIGINT",
+    })
+}
+
+async fn run(args: RunArgs) -> ExitCode {
+    let server = match server_settings(&args) {
+        Ok(server) => server,
+        Err(err) => {
+            eprintln!("camportal: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // The daemon's own events at the configured level; its libraries' only when they warn.
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("warn,camportal={}", server.log_level)));
+    // Colours only on a terminal: under systemd or a pipe they would be noise in the log.
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stdout().is_terminal())
+        .init();
+
+    let daemon = match daemon::start(Settings {
+        config_dir: args.config_dir,
+        server,
+    })
+    .await
+    {
+        Ok(daemon) => daemon,
+        Err(err) => {
+            tracing::error!("cannot start: {err:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match wait_for_signal().await {
+        Ok(signal) => tracing::info!(signal, "shutting down"),
+        Err(err) => tracing::error!(%err, "cannot wait for signals; shutting down"),
+    }
+    daemon.shutdown().await;
+    ExitCode::SUCCESS
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Check { dir }) => check(&dir),
+        Some(Command::Run(args)) => run(args).await,
+        None => run(cli.run).await,
+    }
+}

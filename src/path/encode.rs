@@ -1,0 +1,147 @@
+//! The encoder child: takes the newest picture from the hand-off, encodes it with openh264 on a
+//! thread of its own (forcing a keyframe when the broadcaster asks) and publishes it to the
+//! fan-out. Pictures the camera already encoded are passed through.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tracing::{info, warn};
+
+use crate::config::EncodingConfig;
+use crate::encoder::{Encoder, EncoderSettings};
+use crate::frame::RawFrame;
+use crate::handoff::{Latest, Taken};
+use crate::path::broadcaster::Fanout;
+use crate::source::Captured;
+
+/// How often a thread with nothing to do checks whether it must stop.
+const IDLE_POLL: Duration = Duration::from_millis(200);
+
+pub enum EncodeMsg {
+    Failed(String),
+}
+
+pub struct EncodeArgs {
+    pub path: String,
+    pub encoding: EncodingConfig,
+    pub handoff: Arc<Latest<Captured>>,
+    pub fanout: Arc<Fanout>,
+}
+
+pub struct EncodeState {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+pub struct Encode;
+
+impl Actor for Encode {
+    type Msg = EncodeMsg;
+    type State = EncodeState;
+    type Arguments = EncodeArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: EncodeArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let stop = Arc::clone(&stop);
+            std::thread::Builder::new()
+                .name(format!("encode {}", args.path))
+                .spawn(move || {
+                    if let Err(err) = run(&args, &stop) {
+                        let _ = myself.send_message(EncodeMsg::Failed(err));
+                    }
+                })?
+        };
+        Ok(EncodeState {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        _state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            EncodeMsg::Failed(err) => Err(err.into()),
+        }
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        state.stop.store(true, Ordering::Release);
+        if let Some(thread) = state.thread.take() {
+            tokio::task::spawn_blocking(move || {
+                if thread.join().is_err() {
+                    warn!("encoder thread panicked");
+                }
+            });
+        }
+        Ok(())
+    }
+}
+
+fn settings_for(encoding: &EncodingConfig, frame: &RawFrame) -> EncoderSettings {
+    let keyframe_frames = (encoding.keyframe_interval.as_secs_f64() * f64::from(encoding.fps))
+        .round()
+        .max(1.0) as u32;
+    EncoderSettings {
+        // The picture decides the size: a camera may deliver another size than configured.
+        width: frame.width,
+        height: frame.height,
+        fps: encoding.fps,
+        bitrate_bps: encoding.bitrate_bps,
+        keyframe_interval_frames: keyframe_frames,
+    }
+}
+
+fn run(args: &EncodeArgs, stop: &AtomicBool) -> Result<(), String> {
+    let mut encoder: Option<Encoder> = None;
+    while !stop.load(Ordering::Acquire) {
+        let captured = match args.handoff.take(IDLE_POLL) {
+            Taken::Item(captured) => captured,
+            Taken::TimedOut => continue,
+            Taken::Closed => break,
+        };
+        match captured {
+            Captured::H264(unit) => args.fanout.publish(&unit)?,
+            Captured::Raw(frame) => {
+                let fits = encoder.as_ref().is_some_and(|e| {
+                    (e.settings().width, e.settings().height) == (frame.width, frame.height)
+                });
+                let mut force = args.fanout.take_keyframe_request();
+                if !fits {
+                    let settings = settings_for(&args.encoding, &frame);
+                    info!(path = %args.path, width = settings.width, height = settings.height,
+                          fps = settings.fps, bitrate = settings.bitrate_bps, "encoder (re)created");
+                    encoder = Some(Encoder::new(&settings).map_err(|err| {
+                        format!("path {}: cannot create the H.264 encoder: {err}", args.path)
+                    })?);
+                    force = true;
+                }
+                let Some(encoder) = encoder.as_mut() else {
+                    continue;
+                };
+                let unit = encoder
+                    .encode(&frame, force)
+                    .map_err(|err| format!("path {}: encoding failed: {err}", args.path))?;
+                if let Some(unit) = unit {
+                    args.fanout.publish(&unit)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}

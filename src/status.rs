@@ -1,0 +1,98 @@
+//! What the daemon shows about itself (`GET /api/paths`, the index page): written by the actors
+//! when something changes, read by HTTP handlers. Shaped for people and scripts alike.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PathState {
+    Starting,
+    Running,
+    Restarting,
+    Failed,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PathStatus {
+    pub name: String,
+    pub state: PathState,
+    pub source: String,
+    pub width: u32,
+    pub height: u32,
+    pub fps: u32,
+    pub bitrate_kbps: u32,
+    pub viewers: usize,
+    /// Child restarts since the path started.
+    pub restarts: u32,
+    pub last_error: Option<String>,
+    /// The player's address, relative to the server.
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigProblem {
+    pub file: String,
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Snapshot {
+    pub paths: Vec<PathStatus>,
+    pub config_errors: Vec<ConfigProblem>,
+}
+
+#[derive(Default)]
+struct Inner {
+    paths: BTreeMap<String, PathStatus>,
+    config_errors: Vec<ConfigProblem>,
+}
+
+/// The shared status board. Cloning shares it.
+#[derive(Clone, Default)]
+pub struct StatusBoard(Arc<Mutex<Inner>>);
+
+impl StatusBoard {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // Plain data: a panic while holding the lock cannot leave it inconsistent.
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        let inner = self.lock();
+        Snapshot {
+            paths: inner.paths.values().cloned().collect(),
+            config_errors: inner.config_errors.clone(),
+        }
+    }
+
+    pub fn set_path(&self, status: PathStatus) {
+        self.lock().paths.insert(status.name.clone(), status);
+    }
+
+    pub fn has_path(&self, name: &str) -> bool {
+        self.lock().paths.contains_key(name)
+    }
+
+    pub fn remove_path(&self, name: &str) {
+        self.lock().paths.remove(name);
+    }
+
+    /// Changes one path's entry, if it exists.
+    pub fn update_path(&self, name: &str, change: impl FnOnce(&mut PathStatus)) {
+        if let Some(status) = self.lock().paths.get_mut(name) {
+            change(status);
+        }
+    }
+
+    pub fn set_config_errors(&self, errors: Vec<ConfigProblem>) {
+        self.lock().config_errors = errors;
+    }
+}

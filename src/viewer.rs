@@ -1,0 +1,342 @@
+//! One viewer: a WebRTC peer watching a path. The actor (under the root supervisor, not under the
+//! path) is the control side; its task drives the sans-IO peer connection: datagrams in from the
+//! UDP mux, RTP out from the path's fan-out, timers, RTCP feedback. Viewers find their path's
+//! broadcaster by name, so when a path restarts its viewers rejoin the new one on their own and
+//! keep their peer connection.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, LazyLock};
+use std::time::{Duration, Instant};
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use rtc::peer_connection::RTCPeerConnection;
+use rtc::peer_connection::event::RTCPeerConnectionEvent;
+use rtc::peer_connection::message::RTCMessage;
+use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::rtp;
+use rtc::rtp_transceiver::RTCRtpSenderId;
+use rtc::sansio::Protocol;
+use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tracing::{debug, info, warn};
+
+use crate::path::broadcaster::{self, BroadcasterMsg, VideoFrame};
+use crate::whep::feedback::asks_for_keyframe;
+use crate::whep::peer::Answered;
+use crate::whep::sessions::Sessions;
+use crate::whep::udp_mux::{Inbound, UdpMux};
+
+/// A viewer whose ICE and DTLS have not completed by then is given up.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// How often a viewer whose path is away looks for it again.
+const REJOIN_INTERVAL: Duration = Duration::from_millis(100);
+
+/// The RTP clock (90 kHz) of every viewer counts from this instant, so timestamps keep going
+/// forward across path restarts and the browser's jitter buffer never sees time jump back.
+static RTP_EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
+
+pub fn init_rtp_clock() {
+    LazyLock::force(&RTP_EPOCH);
+}
+
+pub enum ViewerMsg {
+    /// Close the session (DELETE, path removed, shutdown).
+    Close(String),
+    /// The task ended by itself (peer gone, ICE failed, timeout).
+    Ended(String),
+}
+
+pub struct ViewerArgs {
+    pub id: String,
+    pub path: String,
+    /// Prefix of the actor registry names of the daemon this viewer belongs to.
+    pub scope: String,
+    pub answered: Answered,
+    /// The local address reported to the ICE agent (see `IceAddresses::local_addr_for_agent`).
+    pub ice_local_addr: SocketAddr,
+    pub mux: Arc<UdpMux>,
+    pub sessions: Sessions,
+}
+
+pub struct ViewerState {
+    id: String,
+    path: String,
+    scope: String,
+    ufrag: String,
+    mux: Arc<UdpMux>,
+    sessions: Sessions,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+pub struct Viewer;
+
+impl Actor for Viewer {
+    type Msg = ViewerMsg;
+    type State = ViewerState;
+    type Arguments = ViewerArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: ViewerArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let inbox = args.mux.register(&args.answered.ufrag);
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let ufrag = args.answered.ufrag.clone();
+        let link = Link {
+            path: args.path.clone(),
+            scope: args.scope.clone(),
+            local_addr: args.ice_local_addr,
+            mux: Arc::clone(&args.mux),
+            pc: args.answered.pc,
+            sender: args.answered.sender,
+            ssrc: args.answered.ssrc,
+            payload_type: args.answered.payload_type,
+            sequence: rand::random(),
+            rtp_offset: rand::random(),
+            waiting_for_keyframe: true,
+            broadcaster: None,
+        };
+        let task = tokio::spawn(async move {
+            let reason = link.run(inbox, stop_rx).await;
+            let _ = myself.send_message(ViewerMsg::Ended(reason));
+        });
+        info!(viewer = %args.id, path = %args.path, "viewer created");
+        Ok(ViewerState {
+            id: args.id,
+            path: args.path,
+            scope: args.scope,
+            ufrag,
+            mux: args.mux,
+            sessions: args.sessions,
+            stop: Some(stop_tx),
+            task: Some(task),
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let reason = match message {
+            ViewerMsg::Close(reason) | ViewerMsg::Ended(reason) => reason,
+        };
+        info!(viewer = %state.id, path = %state.path, %reason, "viewer closing");
+        myself.stop(Some(reason));
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(stop) = state.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = state.task.take() {
+            // The task closes the peer connection (DTLS close_notify) and returns at once.
+            if tokio::time::timeout(Duration::from_millis(500), task)
+                .await
+                .is_err()
+            {
+                warn!(viewer = %state.id, "viewer task did not stop in time");
+            }
+        }
+        state.mux.unregister(&state.ufrag);
+        state.sessions.remove(&state.id);
+        if let Some(broadcaster) = broadcaster_of(&state.scope, &state.path) {
+            let _ = broadcaster.send_message(BroadcasterMsg::Left);
+        }
+        debug!(viewer = %state.id, "viewer gone");
+        Ok(())
+    }
+}
+
+fn broadcaster_of(scope: &str, path: &str) -> Option<ActorRef<BroadcasterMsg>> {
+    ActorRef::where_is(broadcaster::registry_name(scope, path))
+}
+
+/// The data-plane side of a viewer: owns the sans-IO peer connection.
+struct Link {
+    path: String,
+    scope: String,
+    local_addr: SocketAddr,
+    mux: Arc<UdpMux>,
+    pc: RTCPeerConnection,
+    sender: RTCRtpSenderId,
+    ssrc: u32,
+    payload_type: u8,
+    sequence: u16,
+    rtp_offset: u32,
+    /// Nothing is sent until a keyframe, so the first picture a viewer gets always decodes.
+    waiting_for_keyframe: bool,
+    broadcaster: Option<ActorRef<BroadcasterMsg>>,
+}
+
+impl Link {
+    /// Runs until the viewer ends; returns why.
+    async fn run(
+        mut self,
+        mut inbox: mpsc::Receiver<Inbound>,
+        mut stop: oneshot::Receiver<()>,
+    ) -> String {
+        let connect_deadline = tokio::time::Instant::now() + CONNECT_TIMEOUT;
+        let mut connected = false;
+        let mut frames: Option<broadcast::Receiver<Arc<VideoFrame>>> = None;
+        let mut rejoin = tokio::time::interval(REJOIN_INTERVAL);
+        loop {
+            self.flush();
+            while let Some(event) = self.pc.poll_event() {
+                if let RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) = event {
+                    debug!(path = %self.path, %state, "viewer connection state");
+                    match state {
+                        RTCPeerConnectionState::Connected => connected = true,
+                        RTCPeerConnectionState::Failed => return "connection failed".into(),
+                        RTCPeerConnectionState::Closed => return "peer closed".into(),
+                        _ => {}
+                    }
+                }
+            }
+            while let Some(message) = self.pc.poll_read() {
+                if let RTCMessage::RtcpPacket(_, packets) = message.message
+                    && asks_for_keyframe(&packets)
+                {
+                    self.want_keyframe();
+                }
+            }
+            let timeout = self
+                .pc
+                .poll_timeout()
+                .map(tokio::time::Instant::from_std)
+                .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(1));
+
+            tokio::select! {
+                _ = &mut stop => {
+                    let _ = self.pc.close();
+                    self.flush();
+                    return "closed by server".into();
+                }
+                datagram = inbox.recv() => {
+                    let Some(datagram) = datagram else { return "UDP mux closed".into() };
+                    let message = TaggedBytesMut {
+                        now: Instant::now(),
+                        transport: TransportContext {
+                            local_addr: self.local_addr,
+                            peer_addr: datagram.peer,
+                            ecn: None,
+                            transport_protocol: TransportProtocol::UDP,
+                        },
+                        message: datagram.data,
+                    };
+                    if let Err(err) = self.pc.handle_read(message) {
+                        debug!(path = %self.path, %err, "dropped an inbound datagram");
+                    }
+                }
+                _ = tokio::time::sleep_until(timeout) => {
+                    if let Err(err) = self.pc.handle_timeout(Instant::now()) {
+                        debug!(path = %self.path, %err, "timeout handling failed");
+                    }
+                }
+                _ = tokio::time::sleep_until(connect_deadline), if !connected => {
+                    return format!("not connected within {} s", CONNECT_TIMEOUT.as_secs());
+                }
+                _ = rejoin.tick(), if connected && frames.is_none() => {
+                    frames = self.join().await;
+                }
+                received = recv_frame(&mut frames) => match received {
+                    Ok(frame) => self.send_frame(&frame),
+                    Err(broadcast::error::RecvError::Lagged(skipped)) => {
+                        debug!(path = %self.path, skipped, "viewer lagged; waiting for a keyframe");
+                        self.waiting_for_keyframe = true;
+                        self.want_keyframe();
+                    }
+                    Err(broadcast::error::RecvError::Closed) => {
+                        info!(path = %self.path, "path went away; viewer waits for it");
+                        frames = None;
+                        self.broadcaster = None;
+                        self.waiting_for_keyframe = true;
+                    }
+                },
+            }
+        }
+    }
+
+    /// Joins the path's current broadcaster, if there is one.
+    async fn join(&mut self) -> Option<broadcast::Receiver<Arc<VideoFrame>>> {
+        let broadcaster = broadcaster_of(&self.scope, &self.path)?;
+        let reply = broadcaster
+            .call(BroadcasterMsg::Join, Some(Duration::from_secs(1)))
+            .await
+            .ok()?
+            .success_or(())
+            .ok()?;
+        self.broadcaster = Some(broadcaster);
+        self.waiting_for_keyframe = true;
+        info!(path = %self.path, "viewer joined the path");
+        Some(reply)
+    }
+
+    fn want_keyframe(&self) {
+        if let Some(broadcaster) = &self.broadcaster {
+            let _ = broadcaster.send_message(BroadcasterMsg::KeyframeWanted);
+        }
+    }
+
+    fn send_frame(&mut self, frame: &VideoFrame) {
+        if self.waiting_for_keyframe {
+            if !frame.keyframe {
+                return;
+            }
+            self.waiting_for_keyframe = false;
+        }
+        let now = Instant::now();
+        let since_epoch = frame.capture.mono.saturating_duration_since(*RTP_EPOCH);
+        let timestamp = self
+            .rtp_offset
+            .wrapping_add((since_epoch.as_micros() * 9 / 100) as u32);
+        let Some(mut sender) = self.pc.rtp_sender(self.sender) else {
+            return;
+        };
+        let last = frame.payloads.len().saturating_sub(1);
+        for (index, payload) in frame.payloads.iter().enumerate() {
+            let packet = rtp::Packet {
+                header: rtp::header::Header {
+                    version: 2,
+                    marker: index == last,
+                    payload_type: self.payload_type,
+                    sequence_number: self.sequence,
+                    timestamp,
+                    ssrc: self.ssrc,
+                    ..Default::default()
+                },
+                payload: payload.clone(),
+            };
+            self.sequence = self.sequence.wrapping_add(1);
+            if let Err(err) = sender.write_rtp(now, packet) {
+                debug!(path = %self.path, %err, "RTP write failed");
+                return;
+            }
+        }
+        self.flush();
+    }
+
+    fn flush(&mut self) {
+        while let Some(out) = self.pc.poll_write() {
+            self.mux.send_to(&out.message, out.transport.peer_addr);
+        }
+    }
+}
+
+/// Waits for the next frame, or forever while not subscribed.
+async fn recv_frame(
+    frames: &mut Option<broadcast::Receiver<Arc<VideoFrame>>>,
+) -> Result<Arc<VideoFrame>, broadcast::error::RecvError> {
+    match frames {
+        Some(frames) => frames.recv().await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,224 @@
+//! WHEP (RFC 9725): a viewer POSTs an SDP offer to `/<path>/whep` and gets `201 Created`, the
+//! SDP answer and a `Location` for its session; DELETE on that location ends it. Every bad
+//! request gets a status and a plain-text reason a person can act on; none of them costs
+//! anything that was working.
+
+pub mod addresses;
+pub mod feedback;
+pub mod offer;
+pub mod peer;
+pub mod sessions;
+pub mod udp_mux;
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use ractor::{Actor, ActorCell};
+use rand::distr::{Alphanumeric, SampleString};
+use tracing::{info, warn};
+
+use crate::config::IceServer;
+use crate::status::StatusBoard;
+use crate::viewer::{Viewer, ViewerArgs, ViewerMsg};
+use peer::{AnswerError, IceAddresses};
+use sessions::{Session, Sessions};
+use udp_mux::UdpMux;
+
+/// Largest SDP offer accepted; browsers send a few KiB.
+pub const MAX_OFFER_BYTES: usize = 64 * 1024;
+
+#[derive(Clone)]
+pub struct Whep {
+    pub mux: Arc<UdpMux>,
+    pub addresses: IceAddresses,
+    pub sessions: Sessions,
+    pub board: StatusBoard,
+    pub root: ActorCell,
+    pub scope: String,
+    pub ice_servers: Vec<IceServer>,
+}
+
+fn plain(status: StatusCode, reason: impl Into<String>) -> Response {
+    let mut reason = reason.into();
+    reason.push('\n');
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        reason,
+    )
+        .into_response()
+}
+
+fn is_sdp(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/sdp"))
+}
+
+/// `Link` headers announcing the configured ICE servers to the viewer (RFC 9725 §4.4).
+fn ice_server_links(servers: &[IceServer]) -> Vec<HeaderValue> {
+    servers
+        .iter()
+        .filter_map(|server| {
+            let mut link = format!("<{}>; rel=\"ice-server\"", server.url);
+            if let (Some(user), Some(password)) = (&server.username, &server.password) {
+                link.push_str(&format!(
+                    "; username=\"{user}\"; credential=\"{password}\"; credential-type=\"password\""
+                ));
+            }
+            HeaderValue::from_str(&link).ok()
+        })
+        .collect()
+}
+
+pub async fn post_offer(
+    State(whep): State<Whep>,
+    Path(path): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if !whep.board.has_path(&path) {
+        return plain(StatusCode::NOT_FOUND, format!("no path named '{path}'"));
+    }
+    if !is_sdp(&headers) {
+        return plain(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "a WHEP offer must be sent with Content-Type: application/sdp",
+        );
+    }
+    let Ok(offer) = String::from_utf8(body.to_vec()) else {
+        return plain(StatusCode::BAD_REQUEST, "the SDP offer is not UTF-8 text");
+    };
+    let answered = match peer::answer(offer, &whep.addresses) {
+        Ok(answered) => answered,
+        Err(AnswerError::Internal(err)) => {
+            warn!(%path, %err, "cannot answer a WHEP offer");
+            return plain(StatusCode::INTERNAL_SERVER_ERROR, err);
+        }
+        Err(err) => {
+            info!(%path, %err, "WHEP offer rejected");
+            return plain(StatusCode::BAD_REQUEST, err.to_string());
+        }
+    };
+    let answer_sdp = answered.answer_sdp.clone();
+    let id = Alphanumeric.sample_string(&mut rand::rng(), 20);
+    let args = ViewerArgs {
+        id: id.clone(),
+        path: path.clone(),
+        scope: whep.scope.clone(),
+        answered,
+        ice_local_addr: whep.addresses.local_addr_for_agent(whep.mux.local_addr()),
+        mux: Arc::clone(&whep.mux),
+        sessions: whep.sessions.clone(),
+    };
+    let viewer = match Actor::spawn_linked(None, Viewer, args, whep.root.clone()).await {
+        Ok((viewer, _)) => viewer,
+        Err(err) => {
+            warn!(%path, %err, "cannot start a viewer");
+            return plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the server is shutting down",
+            );
+        }
+    };
+    whep.sessions.insert(
+        id.clone(),
+        Session {
+            path: path.clone(),
+            viewer,
+        },
+    );
+
+    let mut response = (StatusCode::CREATED, answer_sdp).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/sdp"),
+    );
+    if let Ok(location) = HeaderValue::from_str(&format!("/{path}/whep/{id}")) {
+        headers.insert(header::LOCATION, location);
+    }
+    for link in ice_server_links(&whep.ice_servers) {
+        headers.append(header::LINK, link);
+    }
+    response
+}
+
+pub async fn delete_session(
+    State(whep): State<Whep>,
+    Path((path, id)): Path<(String, String)>,
+) -> Response {
+    match whep.sessions.get(&id) {
+        Some(session) if session.path == path => {
+            let _ = session
+                .viewer
+                .send_message(ViewerMsg::Close("the viewer ended the session".into()));
+            whep.sessions.remove(&id);
+            StatusCode::OK.into_response()
+        }
+        _ => plain(
+            StatusCode::NOT_FOUND,
+            format!("no session '{id}' on path '{path}'"),
+        ),
+    }
+}
+
+/// Trickle ICE and ICE restarts are not needed: viewers reach us through the candidates in the
+/// answer (peer-reflexive from their side), so a PATCH is answered clearly rather than ignored.
+pub async fn patch_session() -> Response {
+    let mut response = plain(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "trickle ICE and ICE restart are not supported: send a new offer to start a new session",
+    );
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("DELETE"));
+    response
+}
+
+/// `OPTIONS /<path>/whep`: what a WHEP client may POST.
+pub async fn options() -> Response {
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::ALLOW, HeaderValue::from_static("OPTIONS, POST"));
+    headers.insert("accept-post", HeaderValue::from_static("application/sdp"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_type_must_be_sdp() {
+        let mut headers = HeaderMap::new();
+        assert!(!is_sdp(&headers));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/SDP; charset=utf-8"),
+        );
+        assert!(is_sdp(&headers));
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        assert!(!is_sdp(&headers));
+    }
+
+    #[test]
+    fn ice_servers_become_link_headers() {
+        let links = ice_server_links(&[IceServer {
+            url: "turn:turn.example:3478".into(),
+            username: Some("u".into()),
+            password: Some("p".into()),
+        }]);
+        let link = links[0].to_str().unwrap();
+        assert!(
+            link.starts_with("<turn:turn.example:3478>; rel=\"ice-server\""),
+            "{link}"
+        );
+        assert!(link.contains("username=\"u\""));
+    }
+}

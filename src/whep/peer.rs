@@ -1,0 +1,267 @@
+//! Building the server side of one viewer's peer connection from its offer: codecs, ICE
+//! credentials and candidates, the H.264 track, the answer. Runs synchronously inside the WHEP
+//! request; nothing here waits on the network (no STUN), so the answer goes back at once.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use rand::distr::{Alphanumeric, SampleString};
+use rtc::interceptor::{Registry, Slot};
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::RTCPeerConnection;
+use rtc::peer_connection::RTCPeerConnectionBuilder;
+use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MediaEngine};
+use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
+use rtc::rtp_transceiver::RTCRtpSenderId;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
+    RTCRtpEncodingParameters, RtpCodecKind,
+};
+
+use super::feedback::KeyframeFeedback;
+use super::offer::{H264_FMTP, OfferError, check_offer};
+
+/// Where viewers can reach us: the addresses put in every answer as host candidates, all on the
+/// one shared UDP port.
+#[derive(Debug, Clone)]
+pub struct IceAddresses {
+    pub candidates: Vec<SocketAddr>,
+}
+
+impl IceAddresses {
+    /// The sans-IO ICE agent accepts a datagram only if its local address is one of its local
+    /// candidates. The shared wildcard socket does not tell which of our addresses a datagram was
+    /// sent to, and it would not matter: replies leave through that one socket whatever the agent
+    /// believes. So every datagram is reported as arriving on the first candidate. (The true
+    /// destination, via IP_PKTINFO, would only pick the source address on a multi-homed box;
+    /// the kernel's routing choice is used instead.)
+    pub fn local_addr_for_agent(&self, socket: SocketAddr) -> SocketAddr {
+        self.candidates.first().copied().unwrap_or(socket)
+    }
+}
+
+/// A viewer's peer connection, answered and ready to be driven by its viewer.
+pub struct Answered {
+    pub pc: RTCPeerConnection,
+    pub answer_sdp: String,
+    /// Our ICE username fragment: how the UDP mux recognises this viewer's first packets.
+    pub ufrag: String,
+    pub sender: RTCRtpSenderId,
+    pub ssrc: u32,
+    pub payload_type: u8,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AnswerError {
+    #[error(transparent)]
+    Offer(#[from] OfferError),
+    #[error("cannot apply the offer: {0}")]
+    Rejected(String),
+    #[error("internal error while answering: {0}")]
+    Internal(String),
+}
+
+fn internal(err: impl std::fmt::Display) -> AnswerError {
+    AnswerError::Internal(err.to_string())
+}
+
+/// The H.264 camportal sends, in both forms a browser may offer (see `offer::H264_FMTP`).
+fn h264_codecs() -> Vec<RTCRtpCodecParameters> {
+    let feedback = [("nack", ""), ("nack", "pli"), ("ccm", "fir")]
+        .into_iter()
+        .map(|(typ, parameter)| RTCPFeedback {
+            typ: typ.into(),
+            parameter: parameter.into(),
+        })
+        .collect::<Vec<_>>();
+    H264_FMTP
+        .iter()
+        .zip([102u8, 106])
+        .map(|(fmtp, payload_type)| RTCRtpCodecParameters {
+            rtp_codec: RTCRtpCodec {
+                mime_type: MIME_TYPE_H264.to_owned(),
+                clock_rate: 90_000,
+                channels: 0,
+                sdp_fmtp_line: (*fmtp).to_owned(),
+                rtcp_feedback: feedback.clone(),
+            },
+            payload_type,
+        })
+        .collect()
+}
+
+pub fn answer(offer_sdp: String, addresses: &IceAddresses) -> Result<Answered, AnswerError> {
+    check_offer(&offer_sdp)?;
+    let now = Instant::now();
+
+    let mut media_engine = MediaEngine::default();
+    for codec in h264_codecs() {
+        media_engine
+            .register_codec(codec, RtpCodecKind::Video)
+            .map_err(internal)?;
+    }
+    // NACK responder (retransmits lost packets) and RTCP sender reports.
+    let registry =
+        register_default_interceptors(Registry::new(), &mut media_engine).map_err(internal)?;
+    // PLI/FIR must reach the viewer; the chain would otherwise consume them.
+    let registry = registry.with(Slot::Custom(20_000), KeyframeFeedback::default());
+
+    let mut rng = rand::rng();
+    let ufrag = Alphanumeric.sample_string(&mut rng, 16);
+    let password = Alphanumeric.sample_string(&mut rng, 32);
+    let settings = SettingEngineBuilder::new()
+        .with_ice_credentials(ufrag.clone(), password)
+        .build();
+
+    let mut pc = RTCPeerConnectionBuilder::new()
+        .with_configuration(RTCConfigurationBuilder::new().build())
+        .with_media_engine(media_engine)
+        .with_setting_engine(settings)
+        .with_interceptor_registry(registry)
+        .build(now)
+        .map_err(internal)?;
+
+    let offer = RTCSessionDescription::offer(offer_sdp)
+        .map_err(|err| OfferError::Malformed(err.to_string()))?;
+    pc.set_remote_description(now, offer)
+        .map_err(|err| AnswerError::Rejected(err.to_string()))?;
+
+    let ssrc = rand::random::<u32>();
+    let id = Alphanumeric.sample_string(&mut rng, 12);
+    let codec = h264_codecs()
+        .into_iter()
+        .next()
+        .ok_or_else(|| internal("no codec"))?
+        .rtp_codec;
+    let track = MediaStreamTrack::new(
+        format!("camportal-{id}"),
+        format!("video-{id}"),
+        "video".to_owned(),
+        RtpCodecKind::Video,
+        vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                ssrc: Some(ssrc),
+                ..Default::default()
+            },
+            codec,
+            ..Default::default()
+        }],
+    );
+    let sender = pc.add_track(track).map_err(internal)?;
+
+    let mut candidate_lines = Vec::new();
+    for address in &addresses.candidates {
+        let candidate = CandidateHostConfig {
+            base_config: CandidateConfig {
+                network: "udp".to_owned(),
+                address: address.ip().to_string(),
+                port: address.port(),
+                component: 1,
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+        .new_candidate_host()
+        .map_err(internal)?;
+        let init = RTCIceCandidate::from(&candidate)
+            .to_json()
+            .map_err(internal)?;
+        candidate_lines.push(init.candidate.clone());
+        pc.add_local_candidate(init).map_err(internal)?;
+    }
+
+    let answer = pc
+        .create_answer(None)
+        .map_err(|err| AnswerError::Rejected(err.to_string()))?;
+    let answer_sdp = with_candidates(&answer.sdp, &candidate_lines);
+    pc.set_local_description(now, answer)
+        .map_err(|err| AnswerError::Rejected(err.to_string()))?;
+
+    let payload_type = {
+        let mut rtp_sender = pc
+            .rtp_sender(sender)
+            .ok_or_else(|| internal("sender vanished"))?;
+        rtp_sender
+            .get_parameters()
+            .rtp_parameters
+            .codecs
+            .iter()
+            .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(MIME_TYPE_H264))
+            .map(|c| c.payload_type)
+            .ok_or_else(|| {
+                AnswerError::Offer(OfferError::NoUsableVideo(
+                    "no H.264 format was negotiated".into(),
+                ))
+            })?
+    };
+
+    Ok(Answered {
+        pc,
+        answer_sdp,
+        ufrag,
+        sender,
+        ssrc,
+        payload_type,
+    })
+}
+
+/// rtc writes the candidates into the first m-section only, even when that section is a
+/// rejected one (an offer with audio first): then the viewer would get no candidate at all.
+/// With BUNDLE one section carrying them is enough, so they go into the first accepted one.
+fn with_candidates(sdp: &str, candidates: &[String]) -> String {
+    let sections: Vec<&str> = sdp.split("\r\nm=").collect();
+    let accepted = sections
+        .iter()
+        .skip(1)
+        .position(|s| s.split(' ').nth(1).is_some_and(|port| port != "0"));
+    let Some(accepted) = accepted.map(|i| i + 1) else {
+        return sdp.to_owned();
+    };
+    if sections[accepted].contains("a=candidate:") {
+        return sdp.to_owned();
+    }
+    let mut out: Vec<String> = sections.iter().map(|s| (*s).to_owned()).collect();
+    let section = &mut out[accepted];
+    let trailing = section.ends_with("\r\n");
+    if !trailing {
+        section.push_str("\r\n");
+    }
+    for candidate in candidates {
+        let line = candidate.strip_prefix("a=").unwrap_or(candidate);
+        section.push_str(&format!("a={line}\r\n"));
+    }
+    section.push_str("a=end-of-candidates\r\n");
+    if !trailing {
+        section.truncate(section.len() - 2);
+    }
+    out.join("\r\nm=")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn candidates_go_into_the_first_accepted_section() {
+        let sdp = "v=0\r\ns=-\r\nm=audio 0 UDP/TLS/RTP/SAVPF 0\r\na=mid:0\r\n\
+                   m=video 9 UDP/TLS/RTP/SAVPF 102\r\na=mid:1\r\n";
+        let out = with_candidates(sdp, &["candidate:1 1 udp 1 127.0.0.1 8189 typ host".into()]);
+        let video = out.split("m=video").nth(1).unwrap();
+        assert!(
+            video.contains("a=candidate:1 1 udp 1 127.0.0.1 8189 typ host\r\n"),
+            "{out}"
+        );
+        assert!(video.ends_with("a=end-of-candidates\r\n"), "{out}");
+        assert!(!out.split("m=video").next().unwrap().contains("candidate"));
+    }
+
+    #[test]
+    fn sections_that_have_candidates_are_left_alone() {
+        let sdp = "v=0\r\nm=video 9 X 102\r\na=candidate:1 1 udp 1 10.0.0.1 8189 typ host\r\n";
+        assert_eq!(with_candidates(sdp, &["candidate:2".into()]), sdp);
+    }
+}

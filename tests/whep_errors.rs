@@ -1,0 +1,108 @@
+//! Every bad WHEP request gets a clear answer, and the daemon carries on serving.
+
+mod support;
+
+use reqwest::StatusCode;
+use support::{TestDaemon, offer_sdp, small_path};
+
+async fn post(url: &str, content_type: &str, body: String) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(url)
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .expect("daemon answers")
+}
+
+#[tokio::test]
+async fn bad_requests_get_clear_answers() {
+    let test = TestDaemon::start(&[("cam", &small_path(320, 240))]).await;
+    let whep = test.whep_url("cam");
+    let good = offer_sdp(&["h264"]);
+
+    let r = post(&test.whep_url("nope"), "application/sdp", good.clone()).await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert!(r.text().await.unwrap().contains("no path named 'nope'"));
+
+    let r = post(&whep, "text/plain", good.clone()).await;
+    assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+
+    let r = post(&whep, "application/sdp", "x".repeat(200 * 1024)).await;
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+
+    let r = post(&whep, "application/sdp", "this is not SDP".into()).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(r.text().await.unwrap().contains("malformed SDP"));
+
+    let r = post(&whep, "application/sdp", offer_sdp(&["vp8"])).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let reason = r.text().await.unwrap();
+    assert!(
+        reason.contains("H.264") && reason.contains("VP8"),
+        "{reason}"
+    );
+
+    let client = reqwest::Client::new();
+    let r = client
+        .delete(test.url("/cam/whep/no-such-session"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+
+    let r = client
+        .request(reqwest::Method::PATCH, test.url("/cam/whep/any"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+
+    // CORS preflight from a player on another origin.
+    let r = client
+        .request(reqwest::Method::OPTIONS, &whep)
+        .header("origin", "http://kiosk.example")
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "content-type")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    assert_eq!(r.headers()["access-control-allow-origin"], "*");
+
+    // After all of that, a good offer is still answered.
+    let r = post(&whep, "application/sdp", good).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert!(
+        r.headers()["location"]
+            .to_str()
+            .unwrap()
+            .starts_with("/cam/whep/")
+    );
+    assert_eq!(r.headers()["content-type"], "application/sdp");
+    test.daemon.shutdown().await;
+}
+
+#[tokio::test]
+async fn audio_is_rejected_and_video_answered() {
+    let test = TestDaemon::start(&[("cam", &small_path(320, 240))]).await;
+    let r = post(
+        &test.whep_url("cam"),
+        "application/sdp",
+        offer_sdp(&["audio", "h264"]),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let answer = r.text().await.unwrap();
+    assert!(
+        answer.contains("m=audio 0 "),
+        "audio must be rejected:\n{answer}"
+    );
+    assert!(answer.contains("a=rtpmap:102 H264/90000"), "{answer}");
+    assert!(answer.contains("a=sendonly"), "{answer}");
+    assert!(
+        answer.contains("typ host"),
+        "the answer carries host candidates:\n{answer}"
+    );
+    test.daemon.shutdown().await;
+}

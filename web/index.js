@@ -1,0 +1,69 @@
+// camportal index: every path with its state and viewers, from GET /api/paths every 2 s.
+'use strict';
+
+(() => {
+  const REFRESH_MS = 2000;
+
+  const rows = document.querySelector('#paths tbody');
+  const empty = document.getElementById('empty');
+  const configBox = document.getElementById('config-errors');
+  const configList = configBox.querySelector('ul');
+  const unreachable = document.getElementById('unreachable');
+  const updated = document.getElementById('updated');
+
+  // Builds an element; strings from the server only ever become text, never markup.
+  function el(tag, props = {}, ...children) {
+    const node = Object.assign(document.createElement(tag), props);
+    node.append(...children.filter((child) => child !== null && child !== undefined));
+    return node;
+  }
+
+  function pathRow(path) {
+    const video = path.width && path.height
+      ? `${path.width}×${path.height} @ ${path.fps} fps` : '–';
+    return el('tr', { className: `state-${path.state}` },
+      el('td', {}, el('a', { href: path.url, textContent: path.name })),
+      el('td', {}, el('span', { className: `badge ${path.state}`, textContent: path.state })),
+      el('td', { textContent: path.source }),
+      el('td', { textContent: video }),
+      el('td', { textContent: path.bitrateKbps ? `${path.bitrateKbps} kb/s` : '–' }),
+      el('td', { className: 'num', textContent: String(path.viewers) }),
+      el('td', { className: 'num', textContent: String(path.restarts) }),
+      el('td', { className: 'error', textContent: path.lastError || '' }),
+    );
+  }
+
+  function configError(problem) {
+    let where = problem.file;
+    if (problem.line != null) where += `:${problem.line}`;
+    if (problem.line != null && problem.column != null) where += `:${problem.column}`;
+    return el('li', {}, el('code', { textContent: where }), ' ', problem.message);
+  }
+
+  function render(data) {
+    const paths = data.paths || [];
+    rows.replaceChildren(...paths.map(pathRow));
+    empty.hidden = paths.length > 0;
+    const problems = data.configErrors || [];
+    configList.replaceChildren(...problems.map(configError));
+    configBox.hidden = problems.length === 0;
+  }
+
+  async function refresh() {
+    try {
+      const response = await fetch('/api/paths', { cache: 'no-store' });
+      if (!response.ok) throw new Error(`HTTP ${response.status}`);
+      render(await response.json());
+      unreachable.hidden = true;
+      updated.textContent = `updated ${new Date().toLocaleTimeString()}`;
+    } catch (error) {
+      // Keep the last table: it is still the best information there is.
+      unreachable.textContent = `cannot reach camportal (${error.message}); retrying…`;
+      unreachable.hidden = false;
+    } finally {
+      setTimeout(refresh, REFRESH_MS);
+    }
+  }
+
+  refresh();
+})();

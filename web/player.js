@@ -1,0 +1,276 @@
+// camportal player: plays one path over WHEP (RFC 9725) and reconnects by itself, forever.
+// Plain JavaScript, standard APIs only: it runs on kiosks without internet or a build step.
+'use strict';
+
+(() => {
+  const FIRST_RETRY_MS = 250;
+  const MAX_RETRY_MS = 5000;
+  const DISCONNECTED_GRACE_MS = 2000; // ICE "disconnected" often recovers by itself
+  const SETUP_TIMEOUT_MS = 15000; // POST + ICE + first frame
+  const GOOD_AFTER_MS = 5000; // playing this long resets the backoff
+  const DELETE_WAIT_MS = 1000;
+
+  // Query options, with MediaMTX's names: ?controls=true&muted=false&autoplay=false&stats=1
+  const query = new URLSearchParams(location.search);
+  const option = (name, fallback) => {
+    const value = query.get(name);
+    if (value === null) return fallback;
+    return !['false', '0', 'no', 'off'].includes(value.toLowerCase());
+  };
+  const options = {
+    controls: option('controls', false),
+    muted: option('muted', true),
+    autoplay: option('autoplay', true),
+    stats: option('stats', false),
+  };
+
+  // /<path>/ → the WHEP endpoint /<path>/whep.
+  const base = location.pathname.endsWith('/') ? location.pathname : location.pathname + '/';
+  const pathName = decodeURIComponent(base.replace(/^\/+|\/+$/g, ''));
+  const whepUrl = new URL(base + 'whep', location.href).href;
+  document.title = pathName ? `${pathName} · camportal` : 'camportal';
+
+  const video = document.querySelector('video');
+  const statusBox = document.getElementById('status');
+  const statsBox = document.getElementById('stats');
+  video.controls = options.controls;
+  video.muted = options.muted;
+  video.autoplay = options.autoplay;
+
+  // What tests (and curious people) can read: window.camportal.state etc.
+  const status = { state: 'connecting', reconnects: 0, lastError: null };
+  Object.defineProperty(window, 'camportal', {
+    value: Object.freeze({
+      get state() { return status.state; },
+      get reconnects() { return status.reconnects; },
+      get lastError() { return status.lastError; },
+    }),
+  });
+
+  // The server answered with an error: its plain-text reason is worth showing.
+  class Unavailable extends Error {}
+  // The server could not be reached at all.
+  class Offline extends Error {}
+
+  let session = null; // { pc, url, setupTimer, graceTimer } of the current attempt
+  let retryDelay = FIRST_RETRY_MS;
+  let retryTimer = null;
+  let countdownTimer = null;
+  let goodTimer = null;
+  let pendingDelete = Promise.resolve();
+
+  function show(text) {
+    statusBox.textContent = text;
+    statusBox.hidden = !text;
+  }
+
+  function setState(state, text) {
+    status.state = state;
+    show(text);
+  }
+
+  // Ends the current session: close the peer connection and DELETE the session (best effort,
+  // so the server frees it now rather than at its ICE timeout).
+  function teardown() {
+    const old = session;
+    session = null;
+    clearTimeout(goodTimer);
+    if (!old) return;
+    clearTimeout(old.setupTimer);
+    clearTimeout(old.graceTimer);
+    old.pc.ontrack = old.pc.onconnectionstatechange = null;
+    old.pc.close();
+    video.srcObject = null;
+    if (old.url) deleteSession(old.url);
+  }
+
+  function deleteSession(url) {
+    pendingDelete = fetch(url, { method: 'DELETE', keepalive: true }).catch(() => {});
+  }
+
+  function fail(current, error) {
+    if (current !== session) return; // a stale attempt: already replaced
+    teardown();
+    const reason = error instanceof Error ? error.message : String(error);
+    status.lastError = reason;
+    const delay = retryDelay;
+    retryDelay = Math.min(retryDelay * 2, MAX_RETRY_MS);
+    const state = error instanceof Offline ? 'offline' : 'unavailable';
+    const label = state === 'offline' ? `offline: ${reason}` : `stream unavailable: ${reason}`;
+    const due = Date.now() + delay;
+    const tick = () => {
+      const seconds = Math.max(1, Math.ceil((due - Date.now()) / 1000));
+      setState(state, `${label}, retrying in ${seconds} s`);
+    };
+    tick();
+    clearInterval(countdownTimer);
+    countdownTimer = setInterval(tick, 1000);
+    clearTimeout(retryTimer);
+    retryTimer = setTimeout(() => {
+      status.reconnects += 1;
+      connect();
+    }, delay);
+    console.warn(`camportal: ${label}; retrying in ${delay} ms`);
+  }
+
+  async function connect() {
+    clearInterval(countdownTimer);
+    clearTimeout(retryTimer);
+    teardown();
+    // Let the old session's DELETE go first, so a viewer limit is not hit by our own ghost.
+    await Promise.race([pendingDelete, new Promise((done) => setTimeout(done, DELETE_WAIT_MS))]);
+
+    const pc = new RTCPeerConnection();
+    const current = { pc, url: null, setupTimer: null, graceTimer: null };
+    session = current;
+    setState('connecting', 'connecting…');
+    current.setupTimer = setTimeout(() => fail(current, new Error('timed out connecting')), SETUP_TIMEOUT_MS);
+
+    pc.addTransceiver('video', { direction: 'recvonly' });
+    pc.ontrack = (event) => {
+      const track = event.track;
+      video.srcObject = event.streams[0] || new MediaStream([track]);
+      track.onended = () => fail(current, new Error('the video track ended'));
+      // No media for a while (the camera is restarting, say): say so, keep the session.
+      track.onmute = () => { if (session === current) setState('connecting', 'waiting for video…'); };
+      track.onunmute = () => { if (session === current && !video.paused) playing(current); };
+      if (options.autoplay) play(current);
+    };
+    pc.onconnectionstatechange = () => {
+      switch (pc.connectionState) {
+        case 'failed':
+        case 'closed':
+          fail(current, new Error(`connection ${pc.connectionState}`));
+          break;
+        case 'disconnected':
+          clearTimeout(current.graceTimer);
+          current.graceTimer = setTimeout(() => {
+            if (pc.connectionState === 'disconnected') fail(current, new Error('connection lost'));
+          }, DISCONNECTED_GRACE_MS);
+          break;
+        case 'connected':
+          if (!options.autoplay) paused(current);
+          break;
+      }
+    };
+
+    try {
+      const offer = await pc.createOffer();
+      await pc.setLocalDescription(offer);
+      // No waiting for ICE gathering: the server answers with its own candidates and finds us
+      // from our connectivity checks, so the offer needs none.
+      let response;
+      try {
+        response = await fetch(whepUrl, {
+          method: 'POST',
+          headers: { 'Content-Type': 'application/sdp' },
+          body: offer.sdp,
+          cache: 'no-store',
+        });
+      } catch {
+        throw new Offline('cannot reach the server');
+      }
+      if (!response.ok) {
+        const reason = (await response.text()).trim();
+        throw new Unavailable(reason || `HTTP ${response.status} ${response.statusText}`.trim());
+      }
+      const location = response.headers.get('Location');
+      const url = location ? new URL(location, whepUrl).href : null;
+      const answer = await response.text();
+      if (session !== current) {
+        // Given up on meanwhile (timeout, page hidden): end the session the server just made.
+        if (url) deleteSession(url);
+        return;
+      }
+      current.url = url;
+      await pc.setRemoteDescription({ type: 'answer', sdp: answer });
+    } catch (error) {
+      fail(current, error);
+    }
+  }
+
+  function play(current) {
+    video.play().then(() => playing(current)).catch((error) => {
+      if (session !== current) return;
+      if (error.name === 'NotAllowedError' && !video.muted) {
+        // The browser forbids sound without a click: play muted, offer to unmute.
+        video.muted = true;
+        video.play().then(() => {
+          playing(current);
+          offerClick(current, 'click for sound', () => { video.muted = false; });
+        }).catch(() => paused(current));
+      } else if (error.name !== 'AbortError') {
+        paused(current);
+      }
+    });
+  }
+
+  function playing(current) {
+    if (session !== current) return;
+    setState('playing', '');
+    clearTimeout(current.setupTimer);
+    clearTimeout(goodTimer);
+    goodTimer = setTimeout(() => { retryDelay = FIRST_RETRY_MS; }, GOOD_AFTER_MS);
+  }
+
+  function paused(current) {
+    if (session !== current) return;
+    clearTimeout(current.setupTimer);
+    status.state = 'paused';
+    offerClick(current, 'click to play', () => play(current));
+  }
+
+  // Shows `text`; one click anywhere then runs `action` (unless the session was replaced).
+  function offerClick(current, text, action) {
+    show(text);
+    document.addEventListener('click', () => {
+      if (session !== current) return;
+      show('');
+      action();
+    }, { once: true });
+  }
+
+  // ?stats=1: the receiver's own view, once a second.
+  let lastBytes = null;
+  async function showStats() {
+    if (!session) { statsBox.textContent = 'no session'; return; }
+    const report = await session.pc.getStats();
+    let inbound = null;
+    report.forEach((entry) => {
+      if (entry.type === 'inbound-rtp' && entry.kind === 'video') inbound = entry;
+    });
+    if (!inbound) { statsBox.textContent = 'no video yet'; return; }
+    const kbps = lastBytes === null ? 0 : Math.max(0, inbound.bytesReceived - lastBytes) * 8 / 1000;
+    lastBytes = inbound.bytesReceived;
+    const jitterMs = inbound.jitterBufferEmittedCount
+      ? (1000 * inbound.jitterBufferDelay) / inbound.jitterBufferEmittedCount : 0;
+    statsBox.textContent = [
+      `resolution      ${inbound.frameWidth || 0}×${inbound.frameHeight || 0}`,
+      `fps             ${inbound.framesPerSecond || 0}`,
+      `framesDecoded   ${inbound.framesDecoded || 0}`,
+      `framesDropped   ${inbound.framesDropped || 0}`,
+      `packetsLost     ${inbound.packetsLost || 0}`,
+      `jitterBuffer    ${jitterMs.toFixed(0)} ms`,
+      `bitrate         ${kbps.toFixed(0)} kb/s`,
+      `reconnects      ${status.reconnects}`,
+    ].join('\n');
+  }
+  if (options.stats) {
+    statsBox.hidden = false;
+    setInterval(() => showStats().catch(() => {}), 1000);
+  }
+
+  // Leaving the page ends the session on the server at once (keepalive outlives the page).
+  window.addEventListener('pagehide', () => {
+    clearTimeout(retryTimer);
+    clearInterval(countdownTimer);
+    teardown();
+  });
+  window.addEventListener('pageshow', (event) => { if (event.persisted) connect(); });
+  video.addEventListener('playing', () => { if (session) playing(session); });
+  if (window.RTCPeerConnection) {
+    connect();
+  } else {
+    setState('unavailable', 'this browser cannot play WebRTC');
+  }
+})();
