@@ -59,3 +59,43 @@ async fn the_player_plays_the_test_pattern_in_chromium() {
     drop(browser);
     test.daemon.shutdown().await;
 }
+
+/// A kiosk that loses power sends no goodbye: its viewer must still go, and soon, rather than
+/// stream into the void.
+#[tokio::test]
+async fn a_viewer_whose_browser_dies_is_cleaned_up() {
+    let path = "source:\n  type: testsrc\nencoding:\n  width: 320\n  height: 240\n  fps: 15\n";
+    let test = TestDaemon::start(&[("portal", path)]).await;
+    let browser = Chromium::launch().await.expect("Chromium starts");
+    let page = browser
+        .open(&test.url("/portal/"))
+        .await
+        .expect("player opens");
+    page.wait_for(
+        "window.camportal.state === 'playing'",
+        Duration::from_secs(20),
+    )
+    .await
+    .expect("video plays");
+    let viewers = || test.daemon.board.snapshot().paths[0].viewers;
+    assert_eq!(viewers(), 1);
+
+    // SIGKILL: no DELETE, no DTLS close, no RTCP BYE.
+    drop(browser);
+    let killed = std::time::Instant::now();
+    while viewers() != 0 {
+        assert!(
+            killed.elapsed() < Duration::from_secs(40),
+            "the dead browser's viewer is still there after {:?}",
+            killed.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!(
+        "dead browser's viewer removed after {} ms",
+        killed.elapsed().as_millis()
+    );
+    assert!(test.daemon.board.snapshot().paths[0].viewers == 0);
+    drop(page);
+    test.daemon.shutdown().await;
+}

@@ -106,3 +106,53 @@ async fn audio_is_rejected_and_video_answered() {
     );
     test.daemon.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_viewer_that_never_connects_is_cleaned_up() {
+    let test = TestDaemon::start(&[("cam", &small_path(320, 240))]).await;
+    // A valid offer from a peer that will never do ICE.
+    let r = post(
+        &test.whep_url("cam"),
+        "application/sdp",
+        offer_sdp(&["h264"]),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let location = r.headers()["location"].to_str().unwrap().to_owned();
+    assert_eq!(viewer_count(&test).await, 1);
+
+    let started = std::time::Instant::now();
+    let deadline = camportal::viewer::CONNECT_TIMEOUT + std::time::Duration::from_secs(10);
+    while viewer_count(&test).await != 0 {
+        assert!(
+            started.elapsed() < deadline,
+            "the unconnected viewer is still listed after {:?}",
+            started.elapsed()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    println!(
+        "unconnected viewer removed after {} ms",
+        started.elapsed().as_millis()
+    );
+    // Nothing of it is left: its session is gone too.
+    let r = reqwest::Client::new()
+        .delete(test.url(&location))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert_eq!(test.daemon.board.snapshot().paths[0].viewers, 0);
+    test.daemon.shutdown().await;
+}
+
+async fn viewer_count(test: &TestDaemon) -> usize {
+    let text = reqwest::get(test.url("/api/viewers"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let viewers: serde_json::Value = serde_json::from_str(&text).unwrap();
+    viewers.as_array().map_or(0, Vec::len)
+}

@@ -3,7 +3,7 @@
 //! request; nothing here waits on the network (no STUN), so the answer goes back at once.
 
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rand::distr::{Alphanumeric, SampleString};
 use rtc::interceptor::{Registry, Slot};
@@ -24,6 +24,13 @@ use rtc::rtp_transceiver::rtp_sender::{
 
 use super::feedback::KeyframeFeedback;
 use super::offer::{H264_FMTP, OfferError, check_offer};
+
+/// A viewer that sends nothing (no consent check, no RTCP) for this long is disconnected…
+const ICE_DISCONNECTED_TIMEOUT: Duration = Duration::from_secs(5);
+/// …and this much later it is failed and its viewer is cleaned up. Browsers send RTCP every
+/// second or so, so 15 s of silence means the kiosk is gone (rtc's default would keep sending
+/// its video into the void for 30 s).
+const ICE_FAILED_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where viewers can reach us: the addresses put in every answer as host candidates, all on the
 /// one shared UDP port.
@@ -115,6 +122,11 @@ pub fn answer(offer_sdp: String, addresses: &IceAddresses) -> Result<Answered, A
     let password = Alphanumeric.sample_string(&mut rng, 32);
     let settings = SettingEngineBuilder::new()
         .with_ice_credentials(ufrag.clone(), password)
+        .with_ice_timeouts(
+            Some(ICE_DISCONNECTED_TIMEOUT),
+            Some(ICE_FAILED_TIMEOUT),
+            None,
+        )
         .build();
 
     let mut pc = RTCPeerConnectionBuilder::new()
