@@ -19,8 +19,8 @@ use openh264::encoder::{
 use openh264::formats::YUVSlices;
 use openh264::{OpenH264API, Timestamp};
 use openh264_sys2::{
-    ENCODER_OPTION, ENCODER_OPTION_BITRATE, ENCODER_OPTION_MAX_BITRATE, SBitrateInfo,
-    SPATIAL_LAYER_0, SPATIAL_LAYER_ALL,
+    ENCODER_OPTION, ENCODER_OPTION_BITRATE, ENCODER_OPTION_MAX_BITRATE, ENCODER_OPTION_TRACE_LEVEL,
+    SBitrateInfo, SPATIAL_LAYER_0, SPATIAL_LAYER_ALL, WELS_LOG_QUIET,
 };
 
 use crate::frame::{AccessUnit, RawFrame};
@@ -96,13 +96,7 @@ impl Encoder {
             // content; without frame skipping the quantiser is the only brake left.
             .qp(QpRange::new(MIN_QP, MAX_QP))
             .num_threads(1);
-        let inner =
-            H264Encoder::with_api_config(OpenH264API::from_source(), config).map_err(|source| {
-                EncoderError::OpenH264 {
-                    context: "creating the encoder",
-                    source,
-                }
-            })?;
+        let inner = create(config)?;
         tracing::debug!(?settings, "h264 encoder created");
         Ok(Encoder {
             settings: *settings,
@@ -198,11 +192,7 @@ impl Encoder {
         if self.started.is_none() {
             // Not initialised yet: just start with the new rate.
             self.config = self.config.bitrate(BitRate::from_bps(bps));
-            self.inner = H264Encoder::with_api_config(OpenH264API::from_source(), self.config)
-                .map_err(|source| EncoderError::OpenH264 {
-                    context: "re-creating the encoder",
-                    source,
-                })?;
+            self.inner = create(self.config)?;
         } else {
             // The crate sets the layer's maximum equal to its target and OpenH264 rejects a target
             // above the maximum, so raise the maximum first or lower it last.
@@ -252,6 +242,32 @@ impl Encoder {
         }
         Ok(())
     }
+}
+
+/// Creates an OpenH264 encoder that keeps quiet on stderr. OpenH264 initialises itself at the
+/// first picture and prints its warnings then (one says rate control needs frame skipping: we
+/// bound the quantiser instead, see `Encoder::new`); the crate silences it only afterwards.
+fn create(config: EncoderConfig) -> Result<H264Encoder, EncoderError> {
+    let mut inner =
+        H264Encoder::with_api_config(OpenH264API::from_source(), config).map_err(|source| {
+            EncoderError::OpenH264 {
+                context: "creating the encoder",
+                source,
+            }
+        })?;
+    let mut level = WELS_LOG_QUIET;
+    // SAFETY: the trace level is the one option OpenH264 takes before initialisation; it reads
+    // an int that lives across the call.
+    let rc = unsafe {
+        inner.raw_api().set_option(
+            ENCODER_OPTION_TRACE_LEVEL,
+            (&raw mut level).cast::<c_void>(),
+        )
+    };
+    if rc != 0 {
+        tracing::debug!(rc, "openh264 refused its trace level; it may log to stderr");
+    }
+    Ok(inner)
 }
 
 fn validate(s: &EncoderSettings) -> Result<(), EncoderError> {
