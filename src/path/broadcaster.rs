@@ -66,7 +66,7 @@ impl Fanout {
         if payloads.is_empty() {
             return Ok(());
         }
-        // No receivers is normal: a path with no viewer still encodes, so a join is instant.
+        // No receivers is normal: the last viewer may have left since the encoder looked.
         let _ = self.frames.send(Arc::new(VideoFrame {
             keyframe: unit.keyframe,
             width: unit.width,

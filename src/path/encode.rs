@@ -109,19 +109,27 @@ fn settings_for(encoding: &EncodingConfig, frame: &RawFrame) -> EncoderSettings 
 
 fn run(args: &EncodeArgs, stop: &AtomicBool) -> Result<(), String> {
     let mut encoder: Option<Encoder> = None;
+    // Nobody watching: pictures are taken (so capture never backs up) but not encoded, which
+    // saves a path's whole encoding cost on a box with cameras nobody looks at. A join needs a
+    // keyframe anyway, so the first picture after idling is one and the join costs nothing.
+    let mut idle = false;
     while !stop.load(Ordering::Acquire) {
         let captured = match args.handoff.take(IDLE_POLL) {
             Taken::Item(captured) => captured,
             Taken::TimedOut => continue,
             Taken::Closed => break,
         };
+        if args.fanout.viewers() == 0 {
+            idle = true;
+            continue;
+        }
         match captured {
             Captured::H264(unit) => args.fanout.publish(&unit)?,
             Captured::Raw(frame) => {
                 let fits = encoder.as_ref().is_some_and(|e| {
                     (e.settings().width, e.settings().height) == (frame.width, frame.height)
                 });
-                let mut force = args.fanout.take_keyframe_request();
+                let mut force = args.fanout.take_keyframe_request() || std::mem::take(&mut idle);
                 if !fits {
                     let settings = settings_for(&args.encoding, &frame);
                     info!(path = %args.path, width = settings.width, height = settings.height,
