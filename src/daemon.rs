@@ -13,9 +13,10 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tracing::info;
 
-use crate::config::{self, ServerConfig};
+use crate::config::ServerConfig;
 use crate::status::StatusBoard;
 use crate::supervisor::{RootArgs, RootMsg, RootSupervisor};
+use crate::watcher::{ConfigWatcher, WatcherArgs, WatcherMsg};
 use crate::whep::Whep;
 use crate::whep::addresses;
 use crate::whep::peer::IceAddresses;
@@ -33,6 +34,7 @@ pub struct Daemon {
     pub udp_addr: SocketAddr,
     pub board: StatusBoard,
     root: ActorRef<RootMsg>,
+    watcher: ActorRef<WatcherMsg>,
     http_stop: oneshot::Sender<()>,
     http: JoinHandle<()>,
 }
@@ -43,7 +45,9 @@ static NEXT_SCOPE: AtomicU64 = AtomicU64::new(1);
 pub async fn start(settings: Settings) -> anyhow::Result<Daemon> {
     crate::viewer::init_rtp_clock();
     let server = &settings.server;
-    let loaded = config::load_paths_dir(&settings.config_dir).with_context(|| {
+    // Refuse to start on a directory that is not there (a typo in --config-dir); once running,
+    // a directory that vanishes keeps every path as it is (see `config::reconcile`).
+    std::fs::read_dir(&settings.config_dir).with_context(|| {
         format!(
             "cannot read the path directory {}",
             settings.config_dir.display()
@@ -66,14 +70,25 @@ pub async fn start(settings: Settings) -> anyhow::Result<Daemon> {
         RootSupervisor,
         RootArgs {
             scope: scope.clone(),
+            config_dir: settings.config_dir.clone(),
             board: board.clone(),
             sessions: sessions.clone(),
         },
     )
     .await
     .context("cannot start the root supervisor")?;
-    root.send_message(RootMsg::Apply(loaded))
+    root.send_message(RootMsg::Reload("start-up"))
         .map_err(|err| anyhow::anyhow!("cannot configure paths: {err}"))?;
+    let (watcher, _) = Actor::spawn(
+        None,
+        ConfigWatcher,
+        WatcherArgs {
+            dir: settings.config_dir.clone(),
+            root: root.clone(),
+        },
+    )
+    .await
+    .context("cannot watch the path directory")?;
 
     let whep = Whep {
         mux: Arc::clone(&mux),
@@ -104,14 +119,21 @@ pub async fn start(settings: Settings) -> anyhow::Result<Daemon> {
         udp_addr,
         board,
         root,
+        watcher,
         http_stop,
         http,
     })
 }
 
 impl Daemon {
+    /// Reads `config.d/` again now (SIGHUP) rather than waiting for a change or the rescan.
+    pub fn reload(&self, why: &'static str) {
+        let _ = self.root.send_message(RootMsg::Reload(why));
+    }
+
     /// Closes every viewer cleanly, stops every path, then the HTTP server.
     pub async fn shutdown(self) {
+        self.watcher.stop(None);
         let _ = self
             .root
             .stop_and_wait(Some("shutdown".into()), Some(Duration::from_millis(1500)))

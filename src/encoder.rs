@@ -19,8 +19,9 @@ use openh264::encoder::{
 use openh264::formats::YUVSlices;
 use openh264::{OpenH264API, Timestamp};
 use openh264_sys2::{
-    ENCODER_OPTION, ENCODER_OPTION_BITRATE, ENCODER_OPTION_MAX_BITRATE, ENCODER_OPTION_TRACE_LEVEL,
-    SBitrateInfo, SPATIAL_LAYER_0, SPATIAL_LAYER_ALL, WELS_LOG_QUIET,
+    ENCODER_OPTION, ENCODER_OPTION_BITRATE, ENCODER_OPTION_IDR_INTERVAL,
+    ENCODER_OPTION_MAX_BITRATE, ENCODER_OPTION_TRACE_LEVEL, SBitrateInfo, SPATIAL_LAYER_0,
+    SPATIAL_LAYER_ALL, WELS_LOG_QUIET,
 };
 
 use crate::frame::{AccessUnit, RawFrame};
@@ -209,6 +210,47 @@ impl Encoder {
             from = self.settings.bitrate_bps,
             to = bps,
             "h264 encoder bitrate changed"
+        );
+        self.settings = new;
+        Ok(())
+    }
+
+    /// Changes the periodic IDR interval from the next picture on, without forcing one.
+    pub fn set_keyframe_interval(&mut self, frames: u32) -> Result<(), EncoderError> {
+        let new = EncoderSettings {
+            keyframe_interval_frames: frames,
+            ..self.settings
+        };
+        validate(&new)?;
+        if self.started.is_none() {
+            self.config = self
+                .config
+                .intra_frame_period(IntraFramePeriod::from_num_frames(frames));
+            self.inner = create(self.config)?;
+        } else {
+            // The config allows at most 60 s at 60 fps; larger means "as rarely as possible".
+            let mut period = i32::try_from(frames).unwrap_or(i32::MAX);
+            // SAFETY: the encoder is initialised (a picture was encoded); the option takes an
+            // int, which lives across the call and is only read.
+            let rc = unsafe {
+                self.inner.raw_api().set_option(
+                    ENCODER_OPTION_IDR_INTERVAL,
+                    (&raw mut period).cast::<c_void>(),
+                )
+            };
+            if rc != 0 {
+                return Err(EncoderError::OpenH264 {
+                    context: "setting the keyframe interval",
+                    source: openh264::Error::msg_string(format!(
+                        "SetOption(IDR_INTERVAL, {frames}) returned {rc}"
+                    )),
+                });
+            }
+        }
+        tracing::debug!(
+            from = self.settings.keyframe_interval_frames,
+            to = frames,
+            "h264 encoder keyframe interval changed"
         );
         self.settings = new;
         Ok(())
@@ -568,5 +610,26 @@ mod tests {
         );
         assert!(enc.set_bitrate(0).is_err());
         assert_eq!(enc.settings().bitrate_bps, 1_000_000);
+    }
+
+    #[test]
+    fn keyframe_interval_changes_live() {
+        let (w, h) = (320, 240);
+        let mut enc = Encoder::new(&settings(w, h, 300_000, 10)).expect("encoder");
+        let keyframes: Vec<usize> = pictures(w, h, 60)
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (pic, _))| {
+                if i == 25 {
+                    enc.set_keyframe_interval(30).expect("live change");
+                }
+                let au = enc.encode(pic, false).expect("encode").expect("au");
+                au.keyframe.then_some(i)
+            })
+            .collect();
+        // Every 10 pictures, then (counting from the last IDR, at 20) every 30.
+        assert_eq!(keyframes, [0, 10, 20, 50], "{keyframes:?}");
+        assert!(enc.set_keyframe_interval(0).is_err());
+        assert_eq!(enc.settings().keyframe_interval_frames, 30);
     }
 }

@@ -22,4 +22,5 @@ pub mod stamp;
 pub mod status;
 pub mod supervisor;
 pub mod viewer;
+pub mod watcher;
 pub mod whep;

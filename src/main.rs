@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use camportal::config::{self, ServerConfig};
-use camportal::daemon::{self, Settings};
+use camportal::daemon::{self, Daemon, Settings};
 
 #[derive(Parser)]
 #[command(
@@ -102,14 +102,22 @@ fn check(dir: &Path) -> ExitCode {
     }
 }
 
-async fn wait_for_signal() -> std::io::Result<&'static str> {
+/// Serves until SIGTERM or SIGINT (which it names); SIGHUP reloads `config.d/` meanwhile.
+async fn serve_until_stopped(daemon: &Daemon) -> std::io::Result<&'static str> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
-    Ok(tokio::select! {
-        _ = terminate.recv() => "SIGTERM",
-        _ = interrupt.recv() => "SIGINT",
-    })
+    let mut hangup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = terminate.recv() => return Ok("SIGTERM"),
+            _ = interrupt.recv() => return Ok("SIGINT"),
+            _ = hangup.recv() => {
+                tracing::info!("SIGHUP: reloading the configuration");
+                daemon.reload("SIGHUP");
+            }
+        }
+    }
 }
 
 async fn run(args: RunArgs) -> ExitCode {
@@ -141,7 +149,7 @@ async fn run(args: RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match wait_for_signal().await {
+    match serve_until_stopped(&daemon).await {
         Ok(signal) => tracing::info!(signal, "shutting down"),
         Err(err) => tracing::error!(%err, "cannot wait for signals; shutting down"),
     }

@@ -29,8 +29,32 @@ pub struct PathStatus {
     /// Child restarts since the path started.
     pub restarts: u32,
     pub last_error: Option<String>,
+    /// The path's file has an error: the path runs on its last good configuration (or, if it
+    /// never had one, is failed).
+    pub config_error: Option<String>,
     /// The player's address, relative to the server.
     pub url: String,
+}
+
+impl PathStatus {
+    /// A path whose file is broken and that never had a good configuration: listed as failed
+    /// with the file's error, so that people see it where they look for the path.
+    pub fn invalid(name: &str, error: String) -> PathStatus {
+        PathStatus {
+            name: name.to_owned(),
+            state: PathState::Failed,
+            source: String::new(),
+            width: 0,
+            height: 0,
+            fps: 0,
+            bitrate_kbps: 0,
+            viewers: 0,
+            restarts: 0,
+            last_error: None,
+            config_error: Some(error),
+            url: format!("/{name}/"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]

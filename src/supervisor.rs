@@ -1,36 +1,43 @@
-//! The root supervisor: starts one path actor per configured path, restarts a path that fails
-//! as a whole (with backoff), and is the parent of every viewer. Viewers are its children rather
-//! than their path's, so that a path can restart under them.
+//! The root supervisor: runs one path actor per configured path, applies reloads of
+//! `config.d/` path by path, restarts a path that fails as a whole (with backoff), and is the
+//! parent of every viewer. Viewers are its children rather than their path's, so that a path can
+//! restart under them.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 use tracing::{error, info, warn};
 
 use crate::backoff::Backoff;
-use crate::config::{LoadedPaths, PathConfig};
-use crate::path::{PathActor, PathArgs};
+use crate::config::{self, ConfigError, PathConfig, PathConfigs, PathName};
+use crate::path::{PathActor, PathArgs, PathMsg};
 use crate::status::{ConfigProblem, PathState, StatusBoard};
 use crate::viewer::ViewerMsg;
 use crate::whep::sessions::Sessions;
 
+/// How long a path gets to stop (its children stop first) before the root goes on without it.
+const PATH_STOP_TIMEOUT: Duration = Duration::from_secs(2);
+
 pub enum RootMsg {
-    /// Run these paths (start-up; later, the config watcher's reloads).
-    Apply(LoadedPaths),
+    /// Read `config.d/` again and apply what changed. The reason (start-up, file change, SIGHUP,
+    /// rescan) goes into the log.
+    Reload(&'static str),
     /// Start a path again after it failed.
     RestartPath(String),
 }
 
 pub struct RootArgs {
     pub scope: String,
+    pub config_dir: PathBuf,
     pub board: StatusBoard,
     pub sessions: Sessions,
 }
 
 struct RunningPath {
     config: PathConfig,
-    actor: Option<ActorRef<crate::path::PathMsg>>,
+    actor: Option<ActorRef<PathMsg>>,
     since: Instant,
     backoff: Backoff,
 }
@@ -38,9 +45,22 @@ struct RunningPath {
 pub struct RootState {
     args: RootArgs,
     paths: HashMap<String, RunningPath>,
+    /// Paths listed as failed because their file is broken and they never had a good one.
+    invalid: BTreeSet<PathName>,
+    /// The configuration problems of the last reload: each is logged once, not at every rescan.
+    errors: Vec<ConfigError>,
+    /// Paths running on their last good configuration because their file is broken.
+    invalid_kept: BTreeSet<PathName>,
 }
 
 impl RootState {
+    fn running_configs(&self) -> PathConfigs {
+        self.paths
+            .values()
+            .map(|p| (p.config.name.clone(), p.config.clone()))
+            .collect()
+    }
+
     async fn start_path(&mut self, myself: &ActorRef<RootMsg>, name: &str) {
         let Some(entry) = self.paths.get_mut(name) else {
             return;
@@ -60,6 +80,20 @@ impl RootState {
         }
     }
 
+    /// Stops a path's actor and waits for it, so that its broadcaster's name is free again.
+    /// The entry forgets the actor first: its ending is asked for, not a failure to restart.
+    async fn stop_path(&mut self, name: &str, reason: &str) {
+        let Some(actor) = self.paths.get_mut(name).and_then(|p| p.actor.take()) else {
+            return;
+        };
+        if let Err(err) = actor
+            .stop_and_wait(Some(reason.to_owned()), Some(PATH_STOP_TIMEOUT))
+            .await
+        {
+            warn!(path = %name, %err, "path did not stop in time");
+        }
+    }
+
     fn path_failed(&mut self, myself: &ActorRef<RootMsg>, name: &str, reason: String) {
         let Some(entry) = self.paths.get_mut(name) else {
             return;
@@ -67,7 +101,6 @@ impl RootState {
         entry.actor = None;
         let delay = entry.backoff.next_delay(entry.since.elapsed());
         warn!(path = %name, %reason, retry_in_ms = delay.as_millis() as u64, "path failed");
-        // The path actor removed its status when it stopped; show the failure in its place.
         let board = &self.args.board;
         if !board.has_path(name) {
             board.set_path(crate::path::initial_status(&entry.config));
@@ -86,6 +119,143 @@ impl RootState {
             .find(|(_, p)| p.actor.as_ref().is_some_and(|a| a.get_id() == id))
             .map(|(name, _)| name.clone())
     }
+
+    /// Closes the sessions of a path's viewers, telling them why.
+    fn close_viewers(&self, path: &str, reason: &str) {
+        for session in self.args.sessions.all() {
+            if session.path == path {
+                let _ = session
+                    .viewer
+                    .send_message(ViewerMsg::Close(reason.to_owned()));
+            }
+        }
+    }
+
+    /// Loads `config.d/` and brings the running paths in line with it, touching only the paths
+    /// whose configuration changed.
+    async fn reload(&mut self, myself: &ActorRef<RootMsg>, why: &'static str) {
+        let running = self.running_configs();
+        let loaded = config::load_paths_dir(&self.args.config_dir);
+        let reconciled = config::reconcile(&running, loaded);
+        let diff = config::diff(&running, &reconciled.desired);
+        // What each path's file says is wrong, for the paths that run on despite it.
+        let file_errors: HashMap<String, String> = reconciled
+            .errors
+            .iter()
+            .filter_map(|err| {
+                let name = config::path_name_of(&err.file).ok()?;
+                reconciled
+                    .kept
+                    .contains(&name)
+                    .then(|| (name.to_string(), err.to_string()))
+            })
+            .collect();
+        self.show_errors(reconciled.errors);
+
+        for name in &diff.removed {
+            info!(path = %name, action = "removed", reason = why, "reload");
+            self.stop_path(name.as_str(), "removed from the configuration")
+                .await;
+            self.paths.remove(name.as_str());
+            self.args.board.remove_path(name.as_str());
+            self.close_viewers(name.as_str(), "the path was removed from the configuration");
+        }
+        for config in diff.restarted {
+            let name = config.name.to_string();
+            info!(path = %name, action = "restarted", reason = why, "reload");
+            self.stop_path(&name, "configuration changed").await;
+            if let Some(entry) = self.paths.get_mut(&name) {
+                entry.config = config;
+                entry.backoff = Backoff::default();
+            }
+            self.start_path(myself, &name).await;
+        }
+        for config in diff.updated_live {
+            let name = config.name.to_string();
+            info!(path = %name, action = "updated live", reason = why, "reload");
+            let Some(entry) = self.paths.get_mut(&name) else {
+                continue;
+            };
+            entry.config = config.clone();
+            // Between a failure and its restart there is no actor: the restart takes the new
+            // configuration.
+            if let Some(actor) = &entry.actor {
+                let _ = actor.send_message(PathMsg::Update(config));
+            }
+        }
+        for config in diff.added {
+            let name = config.name.to_string();
+            info!(path = %name, action = "added", reason = why, "reload");
+            self.invalid.remove(&config.name);
+            self.paths.insert(
+                name.clone(),
+                RunningPath {
+                    config,
+                    actor: None,
+                    since: Instant::now(),
+                    backoff: Backoff::default(),
+                },
+            );
+            self.start_path(myself, &name).await;
+        }
+        for name in &reconciled.kept {
+            if !self.invalid_kept.contains(name) {
+                warn!(path = %name, action = "rejected", reason = why,
+                      "reload: the path's file has an error; it keeps its last good configuration");
+            }
+        }
+        self.invalid_kept = reconciled.kept.into_iter().collect();
+        for name in self.paths.keys() {
+            let error = file_errors.get(name).cloned();
+            self.args
+                .board
+                .update_path(name, |status| status.config_error = error);
+        }
+        if !diff.unchanged.is_empty() {
+            let unchanged: Vec<&str> = diff.unchanged.iter().map(PathName::as_str).collect();
+            tracing::debug!(paths = ?unchanged, action = "unchanged", reason = why, "reload");
+        }
+        self.show_invalid(reconciled.failed);
+    }
+
+    fn show_errors(&mut self, errors: Vec<ConfigError>) {
+        for err in errors.iter().filter(|err| !self.errors.contains(err)) {
+            error!(file = %err.file.display(), line = ?err.line, column = ?err.column,
+                   message = %err.message, "configuration error");
+        }
+        let problems = errors
+            .iter()
+            .map(|err| ConfigProblem {
+                file: err.file.display().to_string(),
+                line: err.line,
+                column: err.column,
+                message: err.message.clone(),
+            })
+            .collect();
+        self.args.board.set_config_errors(problems);
+        self.errors = errors;
+    }
+
+    /// Lists paths whose file is broken and that never ran as failed, with the error; drops
+    /// the ones that were fixed or removed.
+    fn show_invalid(&mut self, failed: Vec<(PathName, ConfigError)>) {
+        let now: BTreeSet<PathName> = failed.iter().map(|(name, _)| name.clone()).collect();
+        for gone in self.invalid.difference(&now) {
+            if !self.paths.contains_key(gone.as_str()) {
+                self.args.board.remove_path(gone.as_str());
+            }
+        }
+        for (name, err) in failed {
+            if !self.invalid.contains(&name) {
+                warn!(path = %name, action = "rejected", "reload: the path's file has an error");
+            }
+            self.args.board.set_path(crate::status::PathStatus::invalid(
+                name.as_str(),
+                err.to_string(),
+            ));
+        }
+        self.invalid = now;
+    }
 }
 
 pub struct RootSupervisor;
@@ -103,6 +273,9 @@ impl Actor for RootSupervisor {
         Ok(RootState {
             args,
             paths: HashMap::new(),
+            invalid: BTreeSet::new(),
+            errors: Vec::new(),
+            invalid_kept: BTreeSet::new(),
         })
     }
 
@@ -113,39 +286,7 @@ impl Actor for RootSupervisor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            RootMsg::Apply(loaded) => {
-                let problems = loaded
-                    .errors
-                    .iter()
-                    .map(|err| {
-                        error!(file = %err.file.display(), line = ?err.line, message = %err.message,
-                               "configuration error");
-                        ConfigProblem {
-                            file: err.file.display().to_string(),
-                            line: err.line,
-                            column: err.column,
-                            message: err.message.clone(),
-                        }
-                    })
-                    .collect();
-                state.args.board.set_config_errors(problems);
-                for (name, config) in loaded.paths {
-                    let name = name.to_string();
-                    if state.paths.contains_key(&name) {
-                        continue;
-                    }
-                    state.paths.insert(
-                        name.clone(),
-                        RunningPath {
-                            config,
-                            actor: None,
-                            since: Instant::now(),
-                            backoff: Backoff::default(),
-                        },
-                    );
-                    state.start_path(&myself, &name).await;
-                }
-            }
+            RootMsg::Reload(why) => state.reload(&myself, why).await,
             RootMsg::RestartPath(name) => {
                 if state.paths.get(&name).is_some_and(|p| p.actor.is_none()) {
                     info!(path = %name, "restarting path");

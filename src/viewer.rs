@@ -21,6 +21,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use crate::path::broadcaster::{self, BroadcasterMsg, VideoFrame};
+use crate::status::StatusBoard;
 use crate::whep::feedback::asks_for_keyframe;
 use crate::whep::peer::Answered;
 use crate::whep::sessions::Sessions;
@@ -28,8 +29,10 @@ use crate::whep::udp_mux::{Inbound, UdpMux};
 
 /// A viewer whose ICE and DTLS have not completed by then is given up.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
-/// How often a viewer whose path is away looks for it again.
-const REJOIN_INTERVAL: Duration = Duration::from_millis(100);
+/// How often a viewer whose path is away (restarting after a config change or a failure) looks
+/// for it again. A lookup is one map read, and only viewers of a path that is away do it, so the
+/// interval can be short: it adds to the picture gap of every restart.
+const REJOIN_INTERVAL: Duration = Duration::from_millis(20);
 
 /// The RTP clock (90 kHz) of every viewer counts from this instant, so timestamps keep going
 /// forward across path restarts and the browser's jitter buffer never sees time jump back.
@@ -56,6 +59,8 @@ pub struct ViewerArgs {
     pub ice_local_addr: SocketAddr,
     pub mux: Arc<UdpMux>,
     pub sessions: Sessions,
+    /// Tells a viewer whose path is away whether it is coming back (still configured).
+    pub board: StatusBoard,
 }
 
 pub struct ViewerState {
@@ -97,6 +102,7 @@ impl Actor for Viewer {
             rtp_offset: rand::random(),
             waiting_for_keyframe: true,
             broadcaster: None,
+            board: args.board,
         };
         let task = tokio::spawn(async move {
             let reason = link.run(inbox, stop_rx).await;
@@ -175,6 +181,7 @@ struct Link {
     /// Nothing is sent until a keyframe, so the first picture a viewer gets always decodes.
     waiting_for_keyframe: bool,
     broadcaster: Option<ActorRef<BroadcasterMsg>>,
+    board: StatusBoard,
 }
 
 impl Link {
@@ -245,6 +252,11 @@ impl Link {
                     return format!("not connected within {} s", CONNECT_TIMEOUT.as_secs());
                 }
                 _ = rejoin.tick(), if connected && frames.is_none() => {
+                    // Gone from the status board means gone from the configuration: the path
+                    // is not coming back (a restarting or failed path stays listed).
+                    if !self.board.has_path(&self.path) {
+                        return "the path was removed from the configuration".into();
+                    }
                     frames = self.join().await;
                 }
                 received = recv_frame(&mut frames) => match received {

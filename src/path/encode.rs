@@ -8,6 +8,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::config::EncodingConfig;
@@ -26,7 +27,8 @@ pub enum EncodeMsg {
 
 pub struct EncodeArgs {
     pub path: String,
-    pub encoding: EncodingConfig,
+    /// The path's encoding settings; a new value (a config reload) is applied live.
+    pub encoding: watch::Receiver<EncodingConfig>,
     pub handoff: Arc<Latest<Captured>>,
     pub fanout: Arc<Fanout>,
 }
@@ -93,10 +95,14 @@ impl Actor for Encode {
     }
 }
 
-fn settings_for(encoding: &EncodingConfig, frame: &RawFrame) -> EncoderSettings {
-    let keyframe_frames = (encoding.keyframe_interval.as_secs_f64() * f64::from(encoding.fps))
+fn keyframe_frames(encoding: &EncodingConfig) -> u32 {
+    (encoding.keyframe_interval.as_secs_f64() * f64::from(encoding.fps))
         .round()
-        .max(1.0) as u32;
+        .max(1.0) as u32
+}
+
+fn settings_for(encoding: &EncodingConfig, frame: &RawFrame) -> EncoderSettings {
+    let keyframe_frames = keyframe_frames(encoding);
     EncoderSettings {
         // The picture decides the size: a camera may deliver another size than configured.
         width: frame.width,
@@ -107,7 +113,29 @@ fn settings_for(encoding: &EncodingConfig, frame: &RawFrame) -> EncoderSettings 
     }
 }
 
+/// Applies a reloaded configuration's rate settings to the running encoder: no restart, no
+/// keyframe. (Anything else that changed restarts the whole path; see `config::classify`.)
+fn apply_live(path: &str, encoder: &mut Encoder, encoding: &EncodingConfig) -> Result<(), String> {
+    let fail = |err| format!("path {path}: cannot apply the new encoding settings: {err}");
+    if encoder.settings().bitrate_bps != encoding.bitrate_bps {
+        encoder.set_bitrate(encoding.bitrate_bps).map_err(fail)?;
+    }
+    let frames = keyframe_frames(encoding);
+    if encoder.settings().keyframe_interval_frames != frames {
+        encoder.set_keyframe_interval(frames).map_err(fail)?;
+    }
+    info!(
+        path,
+        bitrate = encoding.bitrate_bps,
+        keyframe_interval_frames = frames,
+        "encoder settings updated live"
+    );
+    Ok(())
+}
+
 fn run(args: &EncodeArgs, stop: &AtomicBool) -> Result<(), String> {
+    let mut encoding_rx = args.encoding.clone();
+    let mut encoding = encoding_rx.borrow_and_update().clone();
     let mut encoder: Option<Encoder> = None;
     // Nobody watching: pictures are taken (so capture never backs up) but not encoded, which
     // saves a path's whole encoding cost on a box with cameras nobody looks at. A join needs a
@@ -123,6 +151,12 @@ fn run(args: &EncodeArgs, stop: &AtomicBool) -> Result<(), String> {
             idle = true;
             continue;
         }
+        if encoding_rx.has_changed().unwrap_or(false) {
+            encoding = encoding_rx.borrow_and_update().clone();
+            if let Some(encoder) = encoder.as_mut() {
+                apply_live(&args.path, encoder, &encoding)?;
+            }
+        }
         match captured {
             Captured::H264(unit) => args.fanout.publish(&unit)?,
             Captured::Raw(frame) => {
@@ -131,7 +165,7 @@ fn run(args: &EncodeArgs, stop: &AtomicBool) -> Result<(), String> {
                 });
                 let mut force = args.fanout.take_keyframe_request() || std::mem::take(&mut idle);
                 if !fits {
-                    let settings = settings_for(&args.encoding, &frame);
+                    let settings = settings_for(&encoding, &frame);
                     info!(path = %args.path, width = settings.width, height = settings.height,
                           fps = settings.fps, bitrate = settings.bitrate_bps, "encoder (re)created");
                     encoder = Some(Encoder::new(&settings).map_err(|err| {

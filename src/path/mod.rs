@@ -11,10 +11,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
+use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use crate::backoff::Backoff;
-use crate::config::PathConfig;
+use crate::config::{EncodingConfig, PathConfig};
 use crate::handoff::Latest;
 use crate::source::Captured;
 use crate::status::{PathState, PathStatus, StatusBoard};
@@ -32,6 +33,8 @@ pub enum Child {
 pub enum PathMsg {
     /// Start a child again once its backoff has passed.
     Restart(Child),
+    /// A reload changed only what the running encoder can take (see `config::classify`).
+    Update(PathConfig),
 }
 
 pub struct PathArgs {
@@ -51,6 +54,8 @@ pub struct PathActorState {
     board: StatusBoard,
     handoff: Arc<Latest<Captured>>,
     fanout: Arc<Fanout>,
+    /// The encoder child watches this for live changes.
+    encoding: watch::Sender<EncodingConfig>,
     children: HashMap<ActorId, Running>,
     backoff: HashMap<Child, Backoff>,
 }
@@ -72,6 +77,7 @@ pub fn initial_status(config: &PathConfig) -> PathStatus {
         viewers: 0,
         restarts: 0,
         last_error: None,
+        config_error: None,
         url: format!("/{name}/"),
     }
 }
@@ -102,7 +108,7 @@ impl PathActorState {
             Child::Encoder => {
                 let args = EncodeArgs {
                     path: name.clone(),
-                    encoding: self.config.encoding.clone(),
+                    encoding: self.encoding.subscribe(),
                     handoff: Arc::clone(&self.handoff),
                     fanout: Arc::clone(&self.fanout),
                 };
@@ -170,12 +176,14 @@ impl Actor for PathActor {
         let config = args.config;
         let name = config.name.to_string();
         args.board.set_path(initial_status(&config));
+        let encoding = watch::Sender::new(config.encoding.clone());
         let mut state = PathActorState {
             scope: args.scope,
             config,
             board: args.board,
             handoff: Arc::new(Latest::default()),
             fanout: Arc::new(Fanout::default()),
+            encoding,
             children: HashMap::new(),
             backoff: HashMap::new(),
         };
@@ -214,6 +222,13 @@ impl Actor for PathActor {
                 }
                 info!(%path, ?child, "path child restarted");
             }
+            PathMsg::Update(config) => {
+                state.board.update_path(&state.name(), |status| {
+                    status.bitrate_kbps = config.encoding.bitrate_bps / 1000;
+                });
+                state.encoding.send_replace(config.encoding.clone());
+                state.config = config;
+            }
         }
         Ok(())
     }
@@ -242,11 +257,12 @@ impl Actor for PathActor {
         myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        // Children first, so no restart races the stop; then nothing of the path remains.
+        // Children first, so no restart races the stop.
         state.children.clear();
         myself.stop_children_and_wait(None, None).await;
         state.handoff.close();
-        state.board.remove_path(&state.name());
+        // The path's status stays: the root removes it when the path leaves the configuration,
+        // and a path that restarts keeps showing (its viewers wait for it, see `viewer.rs`).
         info!(path = %state.name(), "path stopped");
         Ok(())
     }

@@ -115,6 +115,7 @@ pub async fn post_offer(
         ice_local_addr: whep.addresses.local_addr_for_agent(whep.mux.local_addr()),
         mux: Arc::clone(&whep.mux),
         sessions: whep.sessions.clone(),
+        board: whep.board.clone(),
     };
     let viewer = match Actor::spawn_linked(None, Viewer, args, whep.root.clone()).await {
         Ok((viewer, _)) => viewer,
