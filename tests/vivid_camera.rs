@@ -231,7 +231,7 @@ async fn yuyv_and_nv12_cameras_reach_a_viewer_at_their_size() {
     // Both webcams are "vivid": a match on the card name alone cannot choose, and says so.
     let status = block_in_place(|| {
         guest.wait_status("bycard", "an ambiguity error", WAIT, |s| {
-            status_text(s, "lastError").contains("2 cameras match card \"vivid\"")
+            status_text(s, "lastError").contains("card \"vivid\": 2 cameras match: /dev/video0")
         })
     });
     assert_ne!(status["state"], "running", "{status}");

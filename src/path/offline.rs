@@ -75,7 +75,9 @@ impl OfflinePicture {
         let title_scale = (w / (title.len() * font::CELL_W + 4)).clamp(1, 12);
         let small_scale = (title_scale / 3).max(1);
         let since_text = format!("SINCE {}", clock_text(since));
-        let source_text = fit(&source.to_uppercase(), w / (font::CELL_W * small_scale));
+        // A character's margin on either side.
+        let chars = (w / (font::CELL_W * small_scale)).saturating_sub(2);
+        let source_text = fit(&source.to_uppercase(), chars);
         let lines: [(&str, usize); 3] = [
             (title, title_scale),
             (&source_text, small_scale),
@@ -91,7 +93,7 @@ impl OfflinePicture {
             font::draw(y_plane, w, x, y, scale, text, TEXT);
             y += line_height(scale);
         }
-        let clock_width = "00:00:00 UTC".len() * font::CELL_W * small_scale;
+        let clock_width = clock_line(UNIX_EPOCH).len() * font::CELL_W * small_scale;
         OfflinePicture {
             width,
             height,
@@ -112,7 +114,7 @@ impl OfflinePicture {
             x,
             y,
             self.clock_scale,
-            &clock_text(capture.wall),
+            &clock_line(capture.wall),
             TEXT,
         );
         RawFrame {
@@ -155,6 +157,11 @@ fn fit(text: &str, chars: usize) -> String {
     let mut out: String = text.chars().take(chars.saturating_sub(2)).collect();
     out.push_str("..");
     out
+}
+
+/// The live clock: the picture is not frozen.
+fn clock_line(at: SystemTime) -> String {
+    format!("NOW {}", clock_text(at))
 }
 
 /// "HH:MM:SS UTC".

@@ -180,7 +180,8 @@ pub fn cameras() -> Vec<(Device, NodeInfo)> {
 }
 
 /// The node a selector names now. A path is taken as it is (opening it tells whether it is
-/// there); a match must name exactly one camera.
+/// there); a match must name exactly one camera. Errors do not repeat the selector: the caller
+/// names it.
 pub fn find(selector: &DeviceSelector) -> Result<PathBuf, String> {
     let wanted = match selector {
         DeviceSelector::Path(path) => return Ok(path.clone()),
@@ -197,8 +198,7 @@ pub fn find(selector: &DeviceSelector) -> Result<PathBuf, String> {
         [] => {
             let present: Vec<String> = all.iter().map(|(_, info)| info.describe()).collect();
             Err(format!(
-                "no camera matches {}; {}",
-                describe_match(wanted),
+                "no camera matches; {}",
                 if present.is_empty() {
                     "no camera is connected".to_owned()
                 } else {
@@ -209,10 +209,8 @@ pub fn find(selector: &DeviceSelector) -> Result<PathBuf, String> {
         many => {
             let nodes: Vec<String> = many.iter().map(|info| info.describe()).collect();
             Err(format!(
-                "{} cameras match {}: {}; add `serial`, or use a /dev/v4l/by-path link as \
-                 `device`",
+                "{} cameras match: {}; add `serial`, or use a /dev/v4l/by-path link as `device`",
                 many.len(),
-                describe_match(wanted),
                 nodes.join(", ")
             ))
         }
