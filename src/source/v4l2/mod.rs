@@ -408,3 +408,60 @@ fn open_error(err: &io::Error) -> String {
         _ => format!("cannot open: {}", io_error(err)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use v4l::Timestamp;
+
+    fn meta(flags: u32, at: Duration) -> Metadata {
+        Metadata {
+            bytesused: 0,
+            flags: flags.into(),
+            field: 0,
+            timestamp: Timestamp::new(at.as_secs() as _, at.subsec_micros() as _),
+            sequence: 0,
+        }
+    }
+
+    #[test]
+    fn buffer_timestamps_become_capture_times() {
+        let age = Duration::from_millis(80);
+        let before = Instant::now();
+        let capture = capture_time(&meta(TIMESTAMP_MONOTONIC, monotonic_now() - age));
+        let after = Instant::now();
+        // Captured about 80 ms before it was dequeued, on the monotonic and the wall clock.
+        assert!(capture.mono + age <= after + Duration::from_millis(2));
+        assert!(capture.mono + age + Duration::from_millis(2) >= before);
+        let wall_age = SystemTime::now().duration_since(capture.wall).unwrap();
+        assert!(wall_age >= age && wall_age < age + Duration::from_secs(1));
+    }
+
+    #[test]
+    fn implausible_timestamps_mean_now() {
+        for (case, meta) in [
+            // Not monotonic (e.g. copied from an output device).
+            meta(0x4000, monotonic_now() - Duration::from_millis(500)),
+            // Older than a second: not this picture's.
+            meta(TIMESTAMP_MONOTONIC, monotonic_now() - Duration::from_secs(5)),
+            // In the future.
+            meta(TIMESTAMP_MONOTONIC, monotonic_now() + Duration::from_secs(5)),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let capture = capture_time(meta);
+            assert!(capture.mono.elapsed() < Duration::from_millis(100), "case {case}");
+        }
+    }
+
+    #[test]
+    fn errno_messages_say_what_happened() {
+        let err = |n| io::Error::from_raw_os_error(n);
+        assert!(io_error(&err(libc::ENODEV)).contains("gone"));
+        assert!(io_error(&err(libc::EIO)).contains("EIO"));
+        assert!(open_error(&err(libc::ENOENT)).contains("no such device"));
+        assert!(open_error(&err(libc::EACCES)).contains("`video` group"));
+        assert!(open_error(&err(libc::EBUSY)).contains("another program"));
+    }
+}
