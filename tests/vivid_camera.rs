@@ -403,6 +403,10 @@ async fn a_camera_node_that_reappears_is_back_within_a_second() {
     assert!(first.keyframe, "the first picture back is a keyframe");
     assert!(seen.iter().all(|s| (s.width, s.height) == (640, 360)));
     assert_eq!(watch.ended(), None, "the viewer stayed connected");
+    let status = block_in_place(|| guest.path_status("cam"));
+    assert_eq!(status["state"], "running", "{status}");
+    assert_eq!(status["viewers"], 1, "the same session: {status}");
+    assert_eq!(status_text(&status, "format"), "YUYV 640x360 @ 15 fps");
     watch.close().await;
 }
 

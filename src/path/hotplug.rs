@@ -59,7 +59,7 @@ impl HotplugWatch {
     pub fn start(
         path: &str,
         selector: DeviceSelector,
-        on_appear: impl Fn() + Send + 'static,
+        on_appear: impl Fn() + Send + Sync + 'static,
     ) -> Result<HotplugWatch, String> {
         Self::start_in(&WATCHED, path, selector, on_appear)
     }
@@ -69,9 +69,15 @@ impl HotplugWatch {
         dirs: &[&'static str],
         path: &str,
         selector: DeviceSelector,
-        on_appear: impl Fn() + Send + 'static,
+        on_appear: impl Fn() + Send + Sync + 'static,
     ) -> Result<HotplugWatch, String> {
         let dirs: Vec<PathBuf> = dirs.iter().map(PathBuf::from).collect();
+        let on_appear = Arc::new(on_appear);
+        let from_watch = Arc::clone(&on_appear);
+        let configured = match &selector {
+            DeviceSelector::Path(path) => Some(path.clone()),
+            DeviceSelector::Match(_) => None,
+        };
         // Directory creations go to the thread below, which owns the watcher and adds watches.
         let (dirs_tx, dirs_rx) = mpsc::sync_channel::<()>(1);
         let watched_dirs = dirs.clone();
@@ -92,7 +98,7 @@ impl HotplugWatch {
                     let _ = dirs_tx.try_send(());
                 }
                 if event.paths.iter().any(|p| may_be_the_camera(&selector, p)) {
-                    on_appear();
+                    from_watch();
                 }
             })
             .map_err(|e| format!("cannot watch /dev: {e}"))?;
@@ -106,7 +112,14 @@ impl HotplugWatch {
                 .spawn(move || {
                     while !stop.load(Ordering::Acquire) {
                         match dirs_rx.recv_timeout(POLL) {
-                            Ok(()) => add_watches(&mut watcher, &dirs),
+                            Ok(()) => {
+                                add_watches(&mut watcher, &dirs);
+                                // A link made in a new directory before its watch was added
+                                // raised no event of its own.
+                                if configured.as_deref().is_some_and(Path::exists) {
+                                    on_appear();
+                                }
+                            }
                             Err(mpsc::RecvTimeoutError::Timeout) => {}
                             Err(mpsc::RecvTimeoutError::Disconnected) => break,
                         }

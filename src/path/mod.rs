@@ -70,7 +70,7 @@ pub struct PathActorState {
     /// Feeds "camera offline" pictures while the capture child is down.
     offline: Option<OfflineFeed>,
     /// Restarts the capture when a camera appears (v4l2 sources only).
-    _hotplug: Option<HotplugWatch>,
+    hotplug: Option<HotplugWatch>,
 }
 
 pub struct PathActor;
@@ -251,9 +251,9 @@ impl Actor for PathActor {
             backoff: HashMap::new(),
             switch: Arc::new(Switch::default()),
             offline: None,
-            _hotplug: None,
+            hotplug: None,
         };
-        state._hotplug = watch_for_camera(&state.config, &myself);
+        state.hotplug = watch_for_camera(&state.config, &myself);
         // Broadcaster first, so viewers can join before the first frame.
         // "running" once the capture has opened its source (`CaptureOpened`).
         for child in [Child::Broadcaster, Child::Encoder, Child::Capture] {
@@ -340,7 +340,7 @@ impl Actor for PathActor {
     ) -> Result<(), ActorProcessingErr> {
         // Children first, so no restart races the stop; then nothing of the path remains.
         state.children.clear();
-        state._hotplug = None;
+        drop(state.hotplug.take());
         myself.stop_children_and_wait(None, None).await;
         state.offline = None;
         state.handoff.close();

@@ -443,15 +443,24 @@ mod tests {
             // Not monotonic (e.g. copied from an output device).
             meta(0x4000, monotonic_now() - Duration::from_millis(500)),
             // Older than a second: not this picture's.
-            meta(TIMESTAMP_MONOTONIC, monotonic_now() - Duration::from_secs(5)),
+            meta(
+                TIMESTAMP_MONOTONIC,
+                monotonic_now() - Duration::from_secs(5),
+            ),
             // In the future.
-            meta(TIMESTAMP_MONOTONIC, monotonic_now() + Duration::from_secs(5)),
+            meta(
+                TIMESTAMP_MONOTONIC,
+                monotonic_now() + Duration::from_secs(5),
+            ),
         ]
         .iter()
         .enumerate()
         {
             let capture = capture_time(meta);
-            assert!(capture.mono.elapsed() < Duration::from_millis(100), "case {case}");
+            assert!(
+                capture.mono.elapsed() < Duration::from_millis(100),
+                "case {case}"
+            );
         }
     }
 
