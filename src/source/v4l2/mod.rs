@@ -116,8 +116,13 @@ impl V4l2Source {
             let (mut stream, stride) = start(&dev, &mode).map_err(|m| fail(&what, m))?;
             let mut pending = None;
             if mode.pixel == PixelFormat::H264 {
-                let (profile, first) =
-                    probe_h264(&mut stream, &mode).map_err(|m| fail(&what, m))?;
+                let (profile, first) = match probe_h264(&mut stream, &mode) {
+                    Ok(probed) => probed,
+                    Err(message) => {
+                        contain_teardown(stream);
+                        return Err(fail(&what, message));
+                    }
+                };
                 match profile {
                     Some(profile) if !h264::browser_decodes(profile) => {
                         let message = format!(
@@ -145,7 +150,7 @@ impl V4l2Source {
                 PixelFormat::H264 => Picture::H264(Passthrough::default()),
             };
             let interval = Duration::from_secs_f64(1.0 / mode.interval.fps().max(0.01));
-            info!(camera = %what, mode = %mode, "camera streaming");
+            info!(camera = %what, mode = %mode, "camera opened");
             return Ok(V4l2Source {
                 info: SourceInfo {
                     camera: Some(what.clone()),
