@@ -125,7 +125,8 @@ fn run(
         if first {
             first = false;
             args.switch.put_camera(&args.handoff, captured);
-            // After the put: the keyframe is this picture or the next, never an offline one.
+            // After the put, so that no offline picture can take it: the keyframe is this
+            // picture or, if the encoder already looked for a request, the next one.
             args.fanout.request_keyframe();
         } else {
             args.handoff.put(captured);
