@@ -11,6 +11,7 @@ pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod decoder;
+pub mod devices;
 pub mod encoder;
 pub mod frame;
 pub mod handoff;

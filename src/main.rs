@@ -1,4 +1,4 @@
-//! `camportal` — run the daemon (default), or check a config directory.
+//! `camportal` — run the daemon (default), check a config directory, or list the cameras.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -32,6 +32,9 @@ enum Command {
         #[arg(default_value = "config.d")]
         dir: PathBuf,
     },
+    /// List the cameras (V4L2 capture devices) with their formats, sizes and frame rates, each
+    /// with a ready-to-drop config.d file; exits 1 if there is none.
+    Devices,
 }
 
 #[derive(Args, Clone)]
@@ -162,6 +165,15 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Check { dir }) => check(&dir),
+        Some(Command::Devices) => {
+            let (report, found) = camportal::devices::report();
+            print!("{report}");
+            if found {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
         Some(Command::Run(args)) => run(args).await,
         None => run(cli.run).await,
     }

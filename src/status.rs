@@ -21,6 +21,10 @@ pub struct PathStatus {
     pub name: String,
     pub state: PathState,
     pub source: String,
+    /// The camera in use (or last used): its node, card name and USB id.
+    pub camera: Option<String>,
+    /// The mode negotiated with the camera, e.g. `YUYV 640x480 @ 25 fps`.
+    pub format: Option<String>,
     pub width: u32,
     pub height: u32,
     pub fps: u32,
@@ -44,6 +48,8 @@ impl PathStatus {
             name: name.to_owned(),
             state: PathState::Failed,
             source: String::new(),
+            camera: None,
+            format: None,
             width: 0,
             height: 0,
             fps: 0,

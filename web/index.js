@@ -25,6 +25,8 @@
       el('td', {}, el('a', { href: path.url, textContent: path.name })),
       el('td', {}, el('span', { className: `badge ${path.state}`, textContent: path.state })),
       el('td', { textContent: path.source }),
+      el('td', { textContent: path.camera || '–' }),
+      el('td', { textContent: path.format || '–' }),
       el('td', { textContent: video }),
       el('td', { textContent: path.bitrateKbps ? `${path.bitrateKbps} kb/s` : '–' }),
       el('td', { className: 'num', textContent: String(path.viewers) }),

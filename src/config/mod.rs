@@ -19,5 +19,5 @@ pub use path::{EncodingConfig, PathConfig, parse_path_file, path_name_of};
 pub use server::{
     IceServer, ServerConfig, load_server_file, parse_address, parse_log_level, parse_server_file,
 };
-pub use source::SourceConfig;
+pub use source::{CaptureFormat, DeviceMatch, DeviceSelector, SourceConfig, UsbId, V4l2Config};
 pub use units::format_bitrate;

@@ -86,7 +86,9 @@ impl Fanout {
         self.force_keyframe.swap(false, Ordering::AcqRel)
     }
 
-    fn request_keyframe(&self) {
+    /// The next picture is encoded as a keyframe (the broadcaster's policy, and a camera that
+    /// has just come back).
+    pub fn request_keyframe(&self) {
         self.force_keyframe.store(true, Ordering::Release);
     }
 }

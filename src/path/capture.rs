@@ -1,6 +1,9 @@
 //! The capture child: runs a path's source on a thread of its own and puts each picture into the
 //! newest-wins hand-off to the encoder. A source error fails this actor, and the path restarts it.
+//! Once the source is open the path is told what it opened; its first picture ends the "camera
+//! offline" pictures and is followed by a keyframe request, so viewers get a clean picture at once.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -10,6 +13,9 @@ use tracing::{info, warn};
 
 use crate::config::PathConfig;
 use crate::handoff::Latest;
+use crate::path::PathMsg;
+use crate::path::broadcaster::Fanout;
+use crate::path::offline::Switch;
 use crate::source::{self, Captured, SourceError};
 
 pub enum CaptureMsg {
@@ -19,6 +25,10 @@ pub enum CaptureMsg {
 pub struct CaptureArgs {
     pub config: PathConfig,
     pub handoff: Arc<Latest<Captured>>,
+    pub fanout: Arc<Fanout>,
+    pub switch: Arc<Switch>,
+    /// Told when the source is open, and with what.
+    pub path: ActorRef<PathMsg>,
 }
 
 pub struct CaptureState {
@@ -45,9 +55,21 @@ impl Actor for Capture {
             std::thread::Builder::new()
                 .name(format!("capture {path}"))
                 .spawn(move || {
-                    // Opening may block (a camera), so it happens here, not in the actor.
-                    let result = source::open(&args.config)
-                        .and_then(|mut source| run(source.as_mut(), &args.handoff, &stop));
+                    // Opening may block (a camera), so it happens here, not in the actor. A panic
+                    // (a driver in a state a library did not expect) is reported like an error.
+                    let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                        let mut source = source::open(&args.config)?;
+                        let _ = args
+                            .path
+                            .send_message(PathMsg::CaptureOpened(source.info()));
+                        run(source.as_mut(), &args, &stop)
+                    }))
+                    .unwrap_or_else(|panic| {
+                        Err(SourceError {
+                            what: source::describe(&args.config),
+                            message: format!("capture panicked: {}", panic_text(&panic)),
+                        })
+                    });
                     if let Err(err) = result
                         && !stop.load(Ordering::Acquire)
                     {
@@ -94,11 +116,29 @@ impl Actor for Capture {
 
 fn run(
     source: &mut dyn source::Source,
-    handoff: &Latest<Captured>,
+    args: &CaptureArgs,
     stop: &AtomicBool,
 ) -> Result<(), SourceError> {
+    let mut first = true;
     while !stop.load(Ordering::Acquire) {
-        handoff.put(source.next()?);
+        let captured = source.next()?;
+        if first {
+            first = false;
+            args.switch.put_camera(&args.handoff, captured);
+            // After the put, so that no offline picture can take it: the keyframe is this
+            // picture or, if the encoder already looked for a request, the next one.
+            args.fanout.request_keyframe();
+        } else {
+            args.handoff.put(captured);
+        }
     }
     Ok(())
+}
+
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".to_owned())
 }

@@ -5,23 +5,31 @@
 pub mod broadcaster;
 pub mod capture;
 pub mod encode;
+pub mod hotplug;
+pub mod offline;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime};
 
 use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use crate::backoff::Backoff;
-use crate::config::{EncodingConfig, PathConfig};
+use crate::config::{EncodingConfig, PathConfig, SourceConfig};
 use crate::handoff::Latest;
-use crate::source::Captured;
+use crate::source::{Captured, SourceInfo};
 use crate::status::{PathState, PathStatus, StatusBoard};
 use broadcaster::{Broadcaster, BroadcasterArgs, Fanout};
 use capture::{Capture, CaptureArgs};
 use encode::{Encode, EncodeArgs};
+use hotplug::HotplugWatch;
+use offline::{OfflineFeed, OfflinePicture, Switch};
+
+/// A camera node that just appeared gets this long to settle (udev sets its permissions)
+/// before the capture is restarted.
+const HOTPLUG_SETTLE: Duration = Duration::from_millis(50);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Child {
@@ -35,6 +43,10 @@ pub enum PathMsg {
     Restart(Child),
     /// A reload changed only what the running encoder can take (see `config::classify`).
     Update(PathConfig),
+    /// The capture child opened its source: this is what it opened.
+    CaptureOpened(SourceInfo),
+    /// The camera's device node (or link) appeared: restart the capture now if it is down.
+    DeviceAppeared,
 }
 
 pub struct PathArgs {
@@ -58,6 +70,12 @@ pub struct PathActorState {
     encoding: watch::Sender<EncodingConfig>,
     children: HashMap<ActorId, Running>,
     backoff: HashMap<Child, Backoff>,
+    /// Camera or offline picture: who feeds the hand-off.
+    switch: Arc<Switch>,
+    /// Feeds "camera offline" pictures while the capture child is down.
+    offline: Option<OfflineFeed>,
+    /// Restarts the capture when a camera appears (v4l2 sources only).
+    hotplug: Option<HotplugWatch>,
 }
 
 pub struct PathActor;
@@ -70,6 +88,8 @@ pub fn initial_status(config: &PathConfig) -> PathStatus {
         name: name.clone(),
         state: PathState::Starting,
         source: crate::source::describe(config),
+        camera: None,
+        format: None,
         width: encoding.width,
         height: encoding.height,
         fps: encoding.fps,
@@ -99,6 +119,9 @@ impl PathActorState {
                 let args = CaptureArgs {
                     config: self.config.clone(),
                     handoff: Arc::clone(&self.handoff),
+                    fanout: Arc::clone(&self.fanout),
+                    switch: Arc::clone(&self.switch),
+                    path: myself.clone(),
                 };
                 Actor::spawn_linked(None, Capture, args, supervisor)
                     .await?
@@ -159,7 +182,55 @@ impl PathActorState {
             status.last_error = Some(format!("{:?}: {reason}", running.child));
         });
         let child = running.child;
+        if child == Child::Capture {
+            self.show_offline();
+        }
         myself.send_after(delay, move || PathMsg::Restart(child));
+    }
+
+    fn is_running(&self, child: Child) -> bool {
+        self.children.values().any(|running| running.child == child)
+    }
+
+    /// Viewers see "camera offline" until the capture's first picture.
+    fn show_offline(&mut self) {
+        self.switch.go_offline();
+        // Replacing a previous feed joins it; it ended when the camera came back.
+        self.offline = None;
+        let encoding = &self.config.encoding;
+        let picture = OfflinePicture::new(
+            encoding.width,
+            encoding.height,
+            &crate::source::describe(&self.config),
+            SystemTime::now(),
+        );
+        match OfflineFeed::start(
+            &self.name(),
+            picture,
+            Arc::clone(&self.handoff),
+            Arc::clone(&self.switch),
+        ) {
+            Ok(feed) => self.offline = Some(feed),
+            Err(err) => warn!(path = %self.name(), %err, "cannot show the offline picture"),
+        }
+    }
+}
+
+/// For a camera path: a watch on /dev that tells the path when its camera may be back.
+fn watch_for_camera(config: &PathConfig, myself: &ActorRef<PathMsg>) -> Option<HotplugWatch> {
+    let SourceConfig::V4l2(v4l2) = &config.source else {
+        return None;
+    };
+    let path = config.name.to_string();
+    let actor = myself.clone();
+    match HotplugWatch::start(&path, v4l2.device.clone(), move || {
+        let _ = actor.send_message(PathMsg::DeviceAppeared);
+    }) {
+        Ok(watch) => Some(watch),
+        Err(err) => {
+            warn!(%path, %err, "cannot watch for the camera; reconnects wait for the backoff");
+            None
+        }
     }
 }
 
@@ -186,14 +257,16 @@ impl Actor for PathActor {
             encoding,
             children: HashMap::new(),
             backoff: HashMap::new(),
+            switch: Arc::new(Switch::default()),
+            offline: None,
+            hotplug: None,
         };
+        state.hotplug = watch_for_camera(&state.config, &myself);
         // Broadcaster first, so viewers can join before the first frame.
+        // "running" once the capture has opened its source (`CaptureOpened`).
         for child in [Child::Broadcaster, Child::Encoder, Child::Capture] {
             state.start_child(&myself, child).await?;
         }
-        state
-            .board
-            .update_path(&name, |status| status.state = PathState::Running);
         info!(path = %name, source = %crate::source::describe(&state.config), "path started");
         Ok(state)
     }
@@ -207,6 +280,10 @@ impl Actor for PathActor {
         match message {
             PathMsg::Restart(child) => {
                 let path = state.name();
+                // A camera that appeared may have restarted it before its backoff ran out.
+                if state.is_running(child) {
+                    return Ok(());
+                }
                 if let Err(err) = state.start_child(&myself, child).await {
                     error!(%path, ?child, %err, "cannot restart path child");
                     state.board.update_path(&path, |status| {
@@ -215,7 +292,8 @@ impl Actor for PathActor {
                     });
                     return Err(err);
                 }
-                if state.children.len() == 3 {
+                // A restarted capture is running once its source is open.
+                if child != Child::Capture && state.children.len() == 3 {
                     state.board.update_path(&path, |status| {
                         status.state = PathState::Running;
                     });
@@ -228,6 +306,24 @@ impl Actor for PathActor {
                 });
                 state.encoding.send_replace(config.encoding.clone());
                 state.config = config;
+            }
+            PathMsg::CaptureOpened(info) => {
+                let all_up = state.children.len() == 3;
+                state.board.update_path(&state.name(), |status| {
+                    if info.camera.is_some() {
+                        status.camera = info.camera;
+                        status.format = info.format;
+                    }
+                    if all_up {
+                        status.state = PathState::Running;
+                    }
+                });
+            }
+            PathMsg::DeviceAppeared => {
+                if !state.is_running(Child::Capture) {
+                    info!(path = %state.name(), "camera appeared; restarting the capture now");
+                    myself.send_after(HOTPLUG_SETTLE, || PathMsg::Restart(Child::Capture));
+                }
             }
         }
         Ok(())
@@ -259,7 +355,9 @@ impl Actor for PathActor {
     ) -> Result<(), ActorProcessingErr> {
         // Children first, so no restart races the stop.
         state.children.clear();
+        drop(state.hotplug.take());
         myself.stop_children_and_wait(None, None).await;
+        state.offline = None;
         state.handoff.close();
         // The path's status stays: the root removes it when the path leaves the configuration,
         // and a path that restarts keeps showing (its viewers wait for it, see `viewer.rs`).

@@ -1,13 +1,15 @@
 //! Where a path's pictures come from. Every source runs on a thread of its own and blocks in
 //! [`Source::next`]; the capture child moves what it yields into a newest-frame-wins hand-off.
 
+pub mod font;
 pub mod testsrc;
+pub mod v4l2;
 
-use crate::config::{PathConfig, SourceConfig};
+use crate::config::{DeviceSelector, PathConfig, SourceConfig};
 use crate::frame::{AccessUnit, RawFrame};
 
-/// What a source yields: raw pictures to encode, or (cameras with H.264 on board, later)
-/// pictures already encoded, which are passed through.
+/// What a source yields: raw pictures to encode, or pictures a camera already encoded in
+/// H.264, which are passed through.
 #[derive(Debug)]
 pub enum Captured {
     Raw(RawFrame),
@@ -24,10 +26,21 @@ pub struct SourceError {
     pub message: String,
 }
 
+/// What an opened source says about itself, for the status API: which camera, in which mode.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SourceInfo {
+    pub camera: Option<String>,
+    pub format: Option<String>,
+}
+
 pub trait Source: Send + 'static {
     /// Blocks until the next picture is ready; a source paces itself (a camera by its clock,
     /// the test pattern by its configured fps).
     fn next(&mut self) -> Result<Captured, SourceError>;
+
+    fn info(&self) -> SourceInfo {
+        SourceInfo::default()
+    }
 }
 
 /// Opens the source a path is configured with.
@@ -39,6 +52,7 @@ pub fn open(config: &PathConfig) -> Result<Box<dyn Source>, SourceError> {
             encoding.height,
             encoding.fps,
         ))),
+        SourceConfig::V4l2(v4l2) => Ok(Box::new(v4l2::V4l2Source::open(v4l2, encoding)?)),
     }
 }
 
@@ -46,5 +60,14 @@ pub fn open(config: &PathConfig) -> Result<Box<dyn Source>, SourceError> {
 pub fn describe(config: &PathConfig) -> String {
     match &config.source {
         SourceConfig::TestSrc => "testsrc".to_owned(),
+        SourceConfig::V4l2(v4l2) => format!("v4l2 {}", describe_device(&v4l2.device)),
+    }
+}
+
+/// `/dev/video0`, or `card "HD Webcam C270", usb 046d:0825`.
+pub fn describe_device(selector: &DeviceSelector) -> String {
+    match selector {
+        DeviceSelector::Path(path) => path.display().to_string(),
+        DeviceSelector::Match(wanted) => v4l2::device::describe_match(wanted),
     }
 }

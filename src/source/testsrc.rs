@@ -5,7 +5,7 @@
 //! Generating a picture must cost far less than encoding it: the static background is drawn once,
 //! and each frame is a copy of it plus the few things that change (box, text, stamp).
 
-mod font;
+use crate::source::font;
 
 use std::time::{Duration, Instant};
 
