@@ -68,6 +68,19 @@ fn sigterm_stops_the_daemon_cleanly_and_quickly() {
         "the broken file is reported: {status}"
     );
 
+    // SIGHUP reloads the configuration; the daemon carries on serving.
+    let hup = Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "SIGHUP must not end the daemon"
+    );
+    assert!(http_get(&address, "/api/paths").contains("\"name\":\"cam\""));
+
     let sent = Instant::now();
     // Our own child, by its PID.
     let killed = Command::new("kill")
@@ -91,4 +104,39 @@ fn sigterm_stops_the_daemon_cleanly_and_quickly() {
     // The promise is 2 s (a service manager's stop must not time out); the bound leaves room for
     // a loaded CI machine, the figure above is what it took.
     assert!(took < Duration::from_secs(3), "took {took:?}");
+}
+
+#[test]
+fn check_validates_a_directory_without_starting_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("good.yml"), "source: testsrc\n").unwrap();
+    std::fs::write(
+        dir.path().join("bad.yml"),
+        "source: testsrc\nencoding:\n  fpss: 30\n",
+    )
+    .unwrap();
+    let run = |dir: &std::path::Path| {
+        Command::new(env!("CARGO_BIN_EXE_camportal"))
+            .arg("check")
+            .arg(dir)
+            .output()
+            .expect("camportal check runs")
+    };
+    let out = run(dir.path());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("ok: good"), "{stdout}");
+    assert!(
+        stdout.contains("bad.yml:3:3:") && stdout.contains("fpss"),
+        "names file, line and key: {stdout}"
+    );
+
+    std::fs::remove_file(dir.path().join("bad.yml")).unwrap();
+    let out = run(dir.path());
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }

@@ -99,3 +99,78 @@ async fn a_viewer_whose_browser_dies_is_cleaned_up() {
     drop(page);
     test.daemon.shutdown().await;
 }
+
+/// A changed file restarts its path; the kiosk keeps its session and its page and carries on at
+/// the new size.
+#[tokio::test]
+async fn the_player_keeps_playing_across_a_restart_of_its_path() {
+    let yaml = |w: u32, h: u32| {
+        format!("source:\n  type: testsrc\nencoding:\n  width: {w}\n  height: {h}\n  fps: 30\n")
+    };
+    let test = TestDaemon::start(&[("portal", &yaml(320, 240))]).await;
+    let browser = Chromium::launch().await.expect("Chromium starts");
+    let page = browser
+        .open(&test.url("/portal/"))
+        .await
+        .expect("player opens");
+    page.wait_for(
+        "(() => { const v = document.querySelector('video'); \
+          return v && v.videoWidth === 320 && !v.paused; })()",
+        Duration::from_secs(20),
+    )
+    .await
+    .expect("video plays");
+    let decoded = "document.querySelector('video').getVideoPlaybackQuality().totalVideoFrames";
+    let before = page
+        .wait_for(
+            &format!("(() => {{ const n = {decoded}; return n >= 15 && n; }})()"),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("playing for a while")
+        .as_u64()
+        .unwrap_or(0);
+
+    test.write_path("portal", &yaml(480, 360));
+    page.wait_for(
+        "document.querySelector('video').videoWidth === 480",
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("the new size plays in the same page");
+    let at_switch = page
+        .eval(decoded)
+        .await
+        .expect("frames")
+        .as_u64()
+        .unwrap_or(0);
+    let after = page
+        .wait_for(
+            &format!(
+                "(() => {{ const n = {decoded}; return n >= {} && n; }})()",
+                at_switch + 30
+            ),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("frames keep coming after the restart")
+        .as_u64()
+        .unwrap_or(0);
+    println!("chromium across a path restart: frames decoded {before} → {at_switch} → {after}");
+    let reconnects = page
+        .eval("window.camportal.reconnects")
+        .await
+        .expect("reconnects");
+    assert_eq!(
+        reconnects,
+        serde_json::json!(0),
+        "same session, no reconnect"
+    );
+    assert_eq!(
+        page.eval("window.camportal.state").await.expect("state"),
+        serde_json::json!("playing")
+    );
+    drop(page);
+    drop(browser);
+    test.daemon.shutdown().await;
+}

@@ -31,8 +31,15 @@
       el('td', { textContent: path.bitrateKbps ? `${path.bitrateKbps} kb/s` : '–' }),
       el('td', { className: 'num', textContent: String(path.viewers) }),
       el('td', { className: 'num', textContent: String(path.restarts) }),
-      el('td', { className: 'error', textContent: path.lastError || '' }),
+      el('td', { className: 'error', textContent: errorText(path) }),
     );
+  }
+
+  // A broken file is worth saying even while the path runs on its last good configuration.
+  function errorText(path) {
+    if (!path.configError) return path.lastError || '';
+    const running = path.state === 'failed' ? '' : ' (running on the last good configuration)';
+    return `${path.configError}${running}`;
   }
 
   function configError(problem) {

@@ -41,6 +41,44 @@ impl TestDaemon {
         test
     }
 
+    pub fn config_dir(&self) -> PathBuf {
+        self.dir.path().join("config.d")
+    }
+
+    /// Writes (creates or replaces) the path file `config.d/<name>.yml` in place.
+    pub fn write_path(&self, name: &str, yaml: &str) {
+        std::fs::write(self.config_dir().join(format!("{name}.yml")), yaml).expect("path file");
+    }
+
+    pub fn remove_path(&self, name: &str) {
+        std::fs::remove_file(self.config_dir().join(format!("{name}.yml"))).expect("remove");
+    }
+
+    /// The status API's entry for a path, if it lists one.
+    pub fn status(&self, name: &str) -> Option<camportal::status::PathStatus> {
+        let snapshot = self.daemon.board.snapshot();
+        snapshot.paths.into_iter().find(|p| p.name == name)
+    }
+
+    /// Waits (polling the status board, up to 10 s) until `condition` holds for the status
+    /// snapshot; panics with the snapshot otherwise.
+    pub async fn wait_for(
+        &self,
+        what: &str,
+        condition: impl Fn(&camportal::status::Snapshot) -> bool,
+    ) {
+        for _ in 0..400 {
+            if condition(&self.daemon.board.snapshot()) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!(
+            "not within 10 s: {what}: {:?}",
+            self.daemon.board.snapshot()
+        );
+    }
+
     pub fn url(&self, rest: &str) -> String {
         format!("http://{}{rest}", self.daemon.http_addr)
     }
