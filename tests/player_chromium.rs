@@ -6,17 +6,31 @@ mod support;
 use std::time::Duration;
 
 use support::TestDaemon;
-use support::chromium::Chromium;
+use support::chromium::{Chromium, Page};
 
-#[tokio::test]
-async fn the_player_plays_the_test_pattern_in_chromium() {
-    let path = "source:\n  type: testsrc\nencoding:\n  width: 640\n  height: 360\n  fps: 30\n";
-    let test = TestDaemon::start(&[("portal", path)]).await;
+/// Frames the page's video has decoded so far.
+const DECODED: &str = "document.querySelector('video').getVideoPlaybackQuality().totalVideoFrames";
+
+fn testsrc(width: u32, height: u32, fps: u32) -> String {
+    format!(
+        "source:\n  type: testsrc\nencoding:\n  width: {width}\n  height: {height}\n  fps: {fps}\n"
+    )
+}
+
+/// A daemon serving the path `portal` configured by `yaml`, and Chromium showing its player.
+async fn player(yaml: &str) -> (TestDaemon, Chromium, Page) {
+    let test = TestDaemon::start(&[("portal", yaml)]).await;
     let browser = Chromium::launch().await.expect("Chromium starts");
     let page = browser
         .open(&test.url("/portal/"))
         .await
         .expect("player opens");
+    (test, browser, page)
+}
+
+#[tokio::test]
+async fn the_player_plays_the_test_pattern_in_chromium() {
+    let (test, browser, page) = player(&testsrc(640, 360, 30)).await;
 
     // Playing at the configured size…
     let size = page
@@ -30,9 +44,8 @@ async fn the_player_plays_the_test_pattern_in_chromium() {
     assert_eq!(size, serde_json::json!([640, 360]));
 
     // …and live: decoded frames keep increasing.
-    let decoded = "document.querySelector('video').getVideoPlaybackQuality().totalVideoFrames";
     let first = page
-        .eval(decoded)
+        .eval(DECODED)
         .await
         .expect("frames")
         .as_u64()
@@ -40,8 +53,7 @@ async fn the_player_plays_the_test_pattern_in_chromium() {
     let later = page
         .wait_for(
             &format!(
-                "(() => {{ const n = document.querySelector('video').getVideoPlaybackQuality().totalVideoFrames; \
-                  return n >= {} && n; }})()",
+                "(() => {{ const n = {DECODED}; return n >= {} && n; }})()",
                 first + 30
             ),
             Duration::from_secs(10),
@@ -64,13 +76,7 @@ async fn the_player_plays_the_test_pattern_in_chromium() {
 /// stream into the void.
 #[tokio::test]
 async fn a_viewer_whose_browser_dies_is_cleaned_up() {
-    let path = "source:\n  type: testsrc\nencoding:\n  width: 320\n  height: 240\n  fps: 15\n";
-    let test = TestDaemon::start(&[("portal", path)]).await;
-    let browser = Chromium::launch().await.expect("Chromium starts");
-    let page = browser
-        .open(&test.url("/portal/"))
-        .await
-        .expect("player opens");
+    let (test, browser, page) = player(&testsrc(320, 240, 15)).await;
     page.wait_for(
         "window.camportal.state === 'playing'",
         Duration::from_secs(20),
@@ -104,15 +110,7 @@ async fn a_viewer_whose_browser_dies_is_cleaned_up() {
 /// the new size.
 #[tokio::test]
 async fn the_player_keeps_playing_across_a_restart_of_its_path() {
-    let yaml = |w: u32, h: u32| {
-        format!("source:\n  type: testsrc\nencoding:\n  width: {w}\n  height: {h}\n  fps: 30\n")
-    };
-    let test = TestDaemon::start(&[("portal", &yaml(320, 240))]).await;
-    let browser = Chromium::launch().await.expect("Chromium starts");
-    let page = browser
-        .open(&test.url("/portal/"))
-        .await
-        .expect("player opens");
+    let (test, browser, page) = player(&testsrc(320, 240, 30)).await;
     page.wait_for(
         "(() => { const v = document.querySelector('video'); \
           return v && v.videoWidth === 320 && !v.paused; })()",
@@ -120,10 +118,9 @@ async fn the_player_keeps_playing_across_a_restart_of_its_path() {
     )
     .await
     .expect("video plays");
-    let decoded = "document.querySelector('video').getVideoPlaybackQuality().totalVideoFrames";
     let before = page
         .wait_for(
-            &format!("(() => {{ const n = {decoded}; return n >= 15 && n; }})()"),
+            &format!("(() => {{ const n = {DECODED}; return n >= 15 && n; }})()"),
             Duration::from_secs(10),
         )
         .await
@@ -131,7 +128,7 @@ async fn the_player_keeps_playing_across_a_restart_of_its_path() {
         .as_u64()
         .unwrap_or(0);
 
-    test.write_path("portal", &yaml(480, 360));
+    test.write_path("portal", &testsrc(480, 360, 30));
     page.wait_for(
         "document.querySelector('video').videoWidth === 480",
         Duration::from_secs(10),
@@ -139,7 +136,7 @@ async fn the_player_keeps_playing_across_a_restart_of_its_path() {
     .await
     .expect("the new size plays in the same page");
     let at_switch = page
-        .eval(decoded)
+        .eval(DECODED)
         .await
         .expect("frames")
         .as_u64()
@@ -147,7 +144,7 @@ async fn the_player_keeps_playing_across_a_restart_of_its_path() {
     let after = page
         .wait_for(
             &format!(
-                "(() => {{ const n = {decoded}; return n >= {} && n; }})()",
+                "(() => {{ const n = {DECODED}; return n >= {} && n; }})()",
                 at_switch + 30
             ),
             Duration::from_secs(10),

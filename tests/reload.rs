@@ -255,7 +255,7 @@ async fn removing_a_path_closes_its_viewers_and_whep_answers_404() {
         .paths
         .iter()
         .any(|p| p.viewers > 0)
-        || viewer_count(&test).await > 0
+        || test.viewer_count().await > 0
     {
         assert!(
             sessions_gone.elapsed() < Duration::from_secs(5),
@@ -436,15 +436,4 @@ async fn editor_debris_is_ignored() {
     assert_eq!(snapshot.config_errors.len(), 0, "{snapshot:?}");
     assert_eq!(snapshot.paths.len(), 1, "{snapshot:?}");
     test.daemon.shutdown().await;
-}
-
-async fn viewer_count(test: &TestDaemon) -> usize {
-    let text = reqwest::get(test.url("/api/viewers"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let viewers: serde_json::Value = serde_json::from_str(&text).unwrap();
-    viewers.as_array().map_or(0, Vec::len)
 }

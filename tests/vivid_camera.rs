@@ -167,6 +167,24 @@ fn back_live(seen: &[Seen], from: usize, n: usize) -> bool {
     after.next().is_some() && after.filter(|s| !s.offline).count() >= n
 }
 
+/// A guest with one vivid webcam as path `cam` (640x360 at 15 fps in `format`), the daemon
+/// running, and a viewer on the host that has seen live camera pictures.
+async fn one_camera_streaming(format: &str) -> (Guest, Watch) {
+    let mut guest = Guest::boot(&[("cam", &camera_path("/dev/video0", format, 640, 360, 15))]);
+    block_in_place(|| {
+        guest.load_vivid("node_types=0x1");
+        guest.start_daemon();
+        guest.wait_status("cam", "running", WAIT, |s| s["state"] == "running");
+    });
+    let watch = Watch::start(&guest.whep_url("cam")).await;
+    watch
+        .wait_for(&guest, "live pictures", |seen| {
+            camera_pictures(seen, 0).count() >= 10
+        })
+        .await;
+    (guest, watch)
+}
+
 fn status_text(status: &serde_json::Value, key: &str) -> String {
     status[key].as_str().unwrap_or_default().to_owned()
 }
@@ -239,18 +257,7 @@ async fn yuyv_and_nv12_cameras_reach_a_viewer_at_their_size() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_disconnected_camera_comes_back_on_the_same_session() {
-    let mut guest = Guest::boot(&[("cam", &camera_path("/dev/video0", "yuyv", 640, 360, 15))]);
-    block_in_place(|| {
-        guest.load_vivid("node_types=0x1");
-        guest.start_daemon();
-        guest.wait_status("cam", "running", WAIT, |s| s["state"] == "running");
-    });
-    let watch = Watch::start(&guest.whep_url("cam")).await;
-    watch
-        .wait_for(&guest, "live pictures", |seen| {
-            camera_pictures(seen, 0).count() >= 10
-        })
-        .await;
+    let (mut guest, watch) = one_camera_streaming("yuyv").await;
 
     // As if the USB cable were pulled and put back at once.
     let from = watch.seen().len();
@@ -285,18 +292,7 @@ async fn a_disconnected_camera_comes_back_on_the_same_session() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streaming_errors_restart_the_capture_and_the_viewer_carries_on() {
-    let mut guest = Guest::boot(&[("cam", &camera_path("/dev/video0", "nv12", 640, 360, 15))]);
-    block_in_place(|| {
-        guest.load_vivid("node_types=0x1");
-        guest.start_daemon();
-        guest.wait_status("cam", "running", WAIT, |s| s["state"] == "running");
-    });
-    let watch = Watch::start(&guest.whep_url("cam")).await;
-    watch
-        .wait_for(&guest, "live pictures", |seen| {
-            camera_pictures(seen, 0).count() >= 10
-        })
-        .await;
+    let (mut guest, watch) = one_camera_streaming("nv12").await;
 
     // DQBUF fails with EIO; then a buffer comes back flagged V4L2_BUF_FLAG_ERROR, as a USB
     // camera's do when it is unplugged.
@@ -333,18 +329,7 @@ async fn streaming_errors_restart_the_capture_and_the_viewer_carries_on() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_camera_node_that_reappears_is_back_within_a_second() {
-    let mut guest = Guest::boot(&[("cam", &camera_path("/dev/video0", "yuyv", 640, 360, 15))]);
-    block_in_place(|| {
-        guest.load_vivid("node_types=0x1");
-        guest.start_daemon();
-        guest.wait_status("cam", "running", WAIT, |s| s["state"] == "running");
-    });
-    let watch = Watch::start(&guest.whep_url("cam")).await;
-    watch
-        .wait_for(&guest, "live pictures", |seen| {
-            camera_pictures(seen, 0).count() >= 10
-        })
-        .await;
+    let (mut guest, watch) = one_camera_streaming("yuyv").await;
 
     // Unplug for real: the node goes away. rmmod needs every descriptor closed, so the camera
     // is disconnected first and the module removed while the capture is down.

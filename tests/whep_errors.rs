@@ -119,11 +119,11 @@ async fn a_viewer_that_never_connects_is_cleaned_up() {
     .await;
     assert_eq!(r.status(), StatusCode::CREATED);
     let location = r.headers()["location"].to_str().unwrap().to_owned();
-    assert_eq!(viewer_count(&test).await, 1);
+    assert_eq!(test.viewer_count().await, 1);
 
     let started = std::time::Instant::now();
     let deadline = camportal::viewer::CONNECT_TIMEOUT + std::time::Duration::from_secs(10);
-    while viewer_count(&test).await != 0 {
+    while test.viewer_count().await != 0 {
         assert!(
             started.elapsed() < deadline,
             "the unconnected viewer is still listed after {:?}",
@@ -144,15 +144,4 @@ async fn a_viewer_that_never_connects_is_cleaned_up() {
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     assert_eq!(test.daemon.board.snapshot().paths[0].viewers, 0);
     test.daemon.shutdown().await;
-}
-
-async fn viewer_count(test: &TestDaemon) -> usize {
-    let text = reqwest::get(test.url("/api/viewers"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let viewers: serde_json::Value = serde_json::from_str(&text).unwrap();
-    viewers.as_array().map_or(0, Vec::len)
 }

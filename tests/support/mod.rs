@@ -79,6 +79,18 @@ impl TestDaemon {
         );
     }
 
+    /// How many WHEP sessions `/api/viewers` lists.
+    pub async fn viewer_count(&self) -> usize {
+        let text = reqwest::get(self.url("/api/viewers"))
+            .await
+            .expect("daemon answers")
+            .text()
+            .await
+            .expect("body");
+        let viewers: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+        viewers.as_array().map_or(0, Vec::len)
+    }
+
     pub fn url(&self, rest: &str) -> String {
         format!("http://{}{rest}", self.daemon.http_addr)
     }
