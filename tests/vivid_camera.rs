@@ -287,6 +287,46 @@ async fn a_disconnected_camera_comes_back_on_the_same_session() {
         seen[from..].iter().filter(|s| s.offline).count(),
         watch.session
     );
+
+    // A changed file (a new size) restarts the camera path: the camera is reopened (the old
+    // capture let go of it) and the same session carries on at the new size.
+    let from = watch.seen().len();
+    let changed = camera_path("/dev/video0", "yuyv", 320, 180, 15).replace('\n', "\\n");
+    block_in_place(|| {
+        guest.ok(&format!(
+            "printf '{changed}' > /etc/camportal/config.d/.cam.yml.tmp && \
+             mv /etc/camportal/config.d/.cam.yml.tmp /etc/camportal/config.d/cam.yml"
+        ))
+    });
+    watch
+        .wait_for(&guest, "the new size from the camera", |seen| {
+            camera_pictures(seen, from)
+                .filter(|s| (s.width, s.height) == (320, 180))
+                .count()
+                >= 10
+        })
+        .await;
+    let seen = watch.seen();
+    let first_new = seen[from..]
+        .iter()
+        .find(|s| s.width == 320)
+        .expect("a picture at the new size");
+    assert!(
+        first_new.keyframe,
+        "the new pipeline starts with a keyframe"
+    );
+    assert!(
+        seen[from..].iter().all(|s| !s.offline),
+        "the camera reopened at once (no 'camera offline' in between)"
+    );
+    assert_eq!(watch.ended(), None, "the viewer stayed connected");
+    let status = block_in_place(|| guest.path_status("cam"));
+    assert_eq!(
+        status_text(&status, "format"),
+        "YUYV 320x180 @ 15 fps",
+        "{status}"
+    );
+    assert_eq!(status["viewers"], 1, "the same session: {status}");
     watch.close().await;
 }
 

@@ -18,6 +18,9 @@ use crate::path::broadcaster::Fanout;
 use crate::path::offline::Switch;
 use crate::source::{self, Captured, SourceError};
 
+/// How long stopping the capture waits for its thread (see `post_stop`).
+const CAPTURE_STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 pub enum CaptureMsg {
     Failed(SourceError),
 }
@@ -102,13 +105,21 @@ impl Actor for Capture {
     ) -> Result<(), ActorProcessingErr> {
         state.stop.store(true, Ordering::Release);
         if let Some(thread) = state.thread.take() {
-            // The thread ends after its current `next()`; a source blocked for long (a hung
-            // camera) must not hold up the actor, so it is joined in the background.
-            tokio::task::spawn_blocking(move || {
+            let joined = tokio::task::spawn_blocking(move || {
                 if thread.join().is_err() {
                     warn!("capture thread panicked");
                 }
             });
+            // The thread ends after its current `next()`. Waiting for it frees the camera for a
+            // path restarted with a new configuration (a second open would find it busy); a
+            // camera hung in the driver must not hold the path up, so the wait is bounded and
+            // the join finishes in the background.
+            if tokio::time::timeout(CAPTURE_STOP_WAIT, joined)
+                .await
+                .is_err()
+            {
+                warn!("capture thread still busy after stop; it finishes on its own");
+            }
         }
         Ok(())
     }
