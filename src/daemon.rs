@@ -39,6 +39,10 @@ pub struct Daemon {
     http: JoinHandle<()>,
 }
 
+/// Starting every path (not waiting for their first pictures) takes milliseconds; this only
+/// bounds a broken start.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Gives each daemon in a process its own actor-name scope.
 static NEXT_SCOPE: AtomicU64 = AtomicU64::new(1);
 
@@ -77,8 +81,11 @@ pub async fn start(settings: Settings) -> anyhow::Result<Daemon> {
     )
     .await
     .context("cannot start the root supervisor")?;
-    root.send_message(RootMsg::Reload("start-up"))
-        .map_err(|err| anyhow::anyhow!("cannot configure paths: {err}"))?;
+    root.call(RootMsg::Start, Some(START_TIMEOUT))
+        .await
+        .map_err(|err| anyhow::anyhow!("cannot configure paths: {err}"))?
+        .success_or(())
+        .map_err(|()| anyhow::anyhow!("the paths did not start within {START_TIMEOUT:?}"))?;
     let (watcher, _) = Actor::spawn(
         None,
         ConfigWatcher,

@@ -7,7 +7,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use tracing::{error, info, warn};
 
 use crate::backoff::Backoff;
@@ -24,6 +24,10 @@ pub enum RootMsg {
     /// Read `config.d/` again and apply what changed. The reason (start-up, file change, SIGHUP,
     /// rescan) goes into the log.
     Reload(&'static str),
+    /// The first reload, at start-up; answers once every path has been started, so the daemon
+    /// serves HTTP only when its paths are listed (a kiosk reconnecting after a restart of the
+    /// daemon must not be told its path does not exist).
+    Start(RpcReplyPort<()>),
     /// Start a path again after it failed.
     RestartPath(String),
 }
@@ -287,6 +291,10 @@ impl Actor for RootSupervisor {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             RootMsg::Reload(why) => state.reload(&myself, why).await,
+            RootMsg::Start(reply) => {
+                state.reload(&myself, "start-up").await;
+                let _ = reply.send(());
+            }
             RootMsg::RestartPath(name) => {
                 if state.paths.get(&name).is_some_and(|p| p.actor.is_none()) {
                     info!(path = %name, "restarting path");
