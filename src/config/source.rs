@@ -1,6 +1,7 @@
 //! The `source:` section of a path file: where the path's pictures come from.
 
 use std::fmt;
+use std::path::PathBuf;
 
 use serde::de::value::{MapAccessDeserializer, MapDeserializer};
 use serde::de::{self, IntoDeserializer, MapAccess, Visitor};
@@ -18,6 +19,14 @@ pub enum SourceConfig {
     /// The built-in moving test pattern. No keys of its own: size and rate come from
     /// `encoding:`.
     TestSrc,
+    /// Raw I420 pictures of the `encoding:` size read from a file, played in a loop at `fps`.
+    File(FileSourceConfig),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FileSourceConfig {
+    pub path: PathBuf,
 }
 
 /// The value of `type:`, on its own so that it can be read before the other keys.
@@ -25,6 +34,8 @@ pub enum SourceConfig {
 enum SourceKind {
     #[serde(rename = "testsrc")]
     TestSrc,
+    #[serde(rename = "file")]
+    File,
 }
 
 /// For types without keys: rejects any key besides `type`.
@@ -42,6 +53,7 @@ fn with_kind<'de, D: Deserializer<'de>>(
             NoKeys::deserialize(rest)?;
             SourceConfig::TestSrc
         }
+        SourceKind::File => SourceConfig::File(FileSourceConfig::deserialize(rest)?),
     })
 }
 
@@ -121,17 +133,28 @@ mod tests {
         assert_eq!(parse("source: {type: testsrc}"), testsrc);
         assert_eq!(parse("source:\n  type: testsrc\n"), testsrc);
         assert_eq!(parse("source: testsrc"), testsrc);
+        assert_eq!(
+            parse("source:\n  type: file\n  path: /srv/clip.yuv\n"),
+            Ok(SourceConfig::File(FileSourceConfig {
+                path: "/srv/clip.yuv".into()
+            }))
+        );
+        assert!(
+            parse("source: file")
+                .unwrap_err()
+                .contains("missing field `path`")
+        );
     }
 
     #[test]
     fn errors_point_at_the_offending_line() {
         assert_eq!(
             parse("source: webcam").unwrap_err(),
-            "source: unknown variant `webcam`, expected `testsrc` at line 1 column 9"
+            "source: unknown variant `webcam`, expected `testsrc` or `file` at line 1 column 9"
         );
         assert_eq!(
             parse("source:\n  type: webcam\n").unwrap_err(),
-            "source.type: unknown variant `webcam`, expected `testsrc` at line 2 column 9"
+            "source.type: unknown variant `webcam`, expected `testsrc` or `file` at line 2 column 9"
         );
         assert_eq!(
             parse("source:\n  type: testsrc\n  device: /dev/video0\n").unwrap_err(),

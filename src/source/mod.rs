@@ -1,6 +1,8 @@
 //! Where a path's pictures come from. Every source runs on a thread of its own and blocks in
 //! [`Source::next`]; the capture child moves what it yields into a newest-frame-wins hand-off.
 
+pub mod file;
+mod pacer;
 pub mod testsrc;
 
 use crate::config::{PathConfig, SourceConfig};
@@ -39,6 +41,12 @@ pub fn open(config: &PathConfig) -> Result<Box<dyn Source>, SourceError> {
             encoding.height,
             encoding.fps,
         ))),
+        SourceConfig::File(file) => Ok(Box::new(file::FileSource::open(
+            &file.path,
+            encoding.width,
+            encoding.height,
+            encoding.fps,
+        )?)),
     }
 }
 
@@ -46,5 +54,6 @@ pub fn open(config: &PathConfig) -> Result<Box<dyn Source>, SourceError> {
 pub fn describe(config: &PathConfig) -> String {
     match &config.source {
         SourceConfig::TestSrc => "testsrc".to_owned(),
+        SourceConfig::File(file) => format!("file {}", file.path.display()),
     }
 }
