@@ -19,9 +19,10 @@ use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCI
 use rtc::rtp_transceiver::RTCRtpSenderId;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
-    RTCRtpEncodingParameters, RtpCodecKind,
+    RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
 };
 
+use super::abs_capture_time;
 use super::feedback::KeyframeFeedback;
 use super::offer::{H264_FMTP, OfferError, check_offer};
 
@@ -60,6 +61,8 @@ pub struct Answered {
     pub sender: RTCRtpSenderId,
     pub ssrc: u32,
     pub payload_type: u8,
+    /// The id of `abs-capture-time` if the viewer offered it.
+    pub abs_capture_time_id: Option<u8>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -111,6 +114,16 @@ pub fn answer(offer_sdp: String, addresses: &IceAddresses) -> Result<Answered, A
             .register_codec(codec, RtpCodecKind::Video)
             .map_err(internal)?;
     }
+    // Answered only if offered: then receivers know each picture's capture time.
+    media_engine
+        .register_header_extension(
+            RTCRtpHeaderExtensionCapability {
+                uri: abs_capture_time::URI.to_owned(),
+            },
+            RtpCodecKind::Video,
+            None,
+        )
+        .map_err(internal)?;
     // NACK responder (retransmits lost packets) and RTCP sender reports.
     let registry =
         register_default_interceptors(Registry::new(), &mut media_engine).map_err(internal)?;
@@ -193,13 +206,17 @@ pub fn answer(offer_sdp: String, addresses: &IceAddresses) -> Result<Answered, A
     pc.set_local_description(now, answer)
         .map_err(|err| AnswerError::Rejected(err.to_string()))?;
 
-    let payload_type = {
+    let (payload_type, abs_capture_time_id) = {
         let mut rtp_sender = pc
             .rtp_sender(sender)
             .ok_or_else(|| internal("sender vanished"))?;
-        rtp_sender
-            .get_parameters()
-            .rtp_parameters
+        let parameters = &rtp_sender.get_parameters().rtp_parameters;
+        let abs_capture_time_id = parameters
+            .header_extensions
+            .iter()
+            .find(|h| h.uri == abs_capture_time::URI)
+            .and_then(|h| u8::try_from(h.id).ok());
+        let payload_type = parameters
             .codecs
             .iter()
             .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(MIME_TYPE_H264))
@@ -208,7 +225,8 @@ pub fn answer(offer_sdp: String, addresses: &IceAddresses) -> Result<Answered, A
                 AnswerError::Offer(OfferError::NoUsableVideo(
                     "no H.264 format was negotiated".into(),
                 ))
-            })?
+            })?;
+        (payload_type, abs_capture_time_id)
     };
 
     Ok(Answered {
@@ -218,6 +236,7 @@ pub fn answer(offer_sdp: String, addresses: &IceAddresses) -> Result<Answered, A
         sender,
         ssrc,
         payload_type,
+        abs_capture_time_id,
     })
 }
 
