@@ -360,11 +360,6 @@ async fn run(
     let mut buf = vec![0u8; 2048];
     let mut sequence = Sequence::default();
     let reason = loop {
-        while let Some(out) = pc.poll_write() {
-            if let Err(err) = socket.try_send_to(&out.message, out.transport.peer_addr) {
-                debug!(%err, "light viewer: UDP send failed");
-            }
-        }
         let mut ended = None;
         while let Some(event) = pc.poll_event() {
             if let RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) = event {
@@ -399,6 +394,12 @@ async fn run(
                         shared.late.fetch_add(1, Ordering::Relaxed);
                     }
                 }
+            }
+        }
+        // Last: handling events and reads queues datagrams too.
+        while let Some(out) = pc.poll_write() {
+            if let Err(err) = socket.try_send_to(&out.message, out.transport.peer_addr) {
+                debug!(%err, "light viewer: UDP send failed");
             }
         }
         let timeout = pc

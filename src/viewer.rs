@@ -191,7 +191,6 @@ impl Link {
         let mut frames: Option<broadcast::Receiver<Arc<VideoFrame>>> = None;
         let mut rejoin = tokio::time::interval(REJOIN_INTERVAL);
         loop {
-            self.flush();
             while let Some(event) = self.pc.poll_event() {
                 if let RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) = event {
                     debug!(path = %self.path, %state, "viewer connection state");
@@ -210,6 +209,10 @@ impl Link {
                     self.want_keyframe();
                 }
             }
+            // Last, after events and reads: handling them queues datagrams too (the DTLS
+            // ClientHello is queued when the ICE connected event is polled), and anything left
+            // queued here would wait for the next timer, 200 ms later.
+            self.flush();
             let timeout = self
                 .pc
                 .poll_timeout()

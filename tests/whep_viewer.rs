@@ -41,6 +41,8 @@ async fn a_viewer_gets_a_decodable_live_picture_at_once() {
         let frame = viewer.next_frame(FRAME_TIMEOUT).await.expect("frame");
         let stamp = frame.picture.stamp.expect("stamp readable");
         assert!(stamp.frame > last, "stamp {} after {}", stamp.frame, last);
+        // A join costs one keyframe (the next periodic one is 2 s away).
+        assert!(!frame.keyframe, "a second keyframe right after the first");
         last = stamp.frame;
         let received_micros = frame
             .received
