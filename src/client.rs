@@ -56,6 +56,8 @@ const PLI_INTERVAL: Duration = Duration::from_millis(500);
 const ICE_DISCONNECTED_TIMEOUT: Duration = Duration::from_secs(2);
 const ICE_FAILED_TIMEOUT: Duration = Duration::from_secs(3);
 const ICE_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
+const ICE_CHECK_INTERVAL: Duration = Duration::from_millis(50);
+const ICE_CHECKS: u16 = 28;
 
 /// One decoded picture as the viewer received it.
 #[derive(Debug, Clone)]
@@ -420,6 +422,10 @@ async fn build_peer_connection(
             Some(ICE_FAILED_TIMEOUT),
             Some(ICE_KEEPALIVE_INTERVAL),
         )
+        // Checks paced as browsers pace them (RFC 8445's Ta), for as long as the default.
+        // This also bounds a stall of webrtc 0.21: as the DTLS client it leaves its
+        // ClientHello queued until its next timer, by default 200 ms later.
+        .with_ice_connection_attempts(Some(ICE_CHECK_INTERVAL), Some(ICE_CHECKS))
         .build();
     let pc = PeerConnectionBuilder::new()
         .with_configuration(RTCConfiguration::default())

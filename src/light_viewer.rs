@@ -396,7 +396,15 @@ async fn run(
                 }
             }
         }
-        // Last: handling events and reads queues datagrams too.
+        if !shared.connected.load(Ordering::Relaxed) {
+            // rtc 0.21 starts the DTLS handshake (we are its client) when ICE connects but
+            // leaves the ClientHello queued until its next timer, 200 ms later; a timer tick
+            // now sends it (timers not due do nothing).
+            if let Err(err) = pc.handle_timeout(Instant::now()) {
+                debug!(%err, "light viewer: timeout handling failed");
+            }
+        }
+        // Last: handling events, reads and timers queues datagrams.
         while let Some(out) = pc.poll_write() {
             if let Err(err) = socket.try_send_to(&out.message, out.transport.peer_addr) {
                 debug!(%err, "light viewer: UDP send failed");

@@ -209,9 +209,7 @@ impl Link {
                     self.want_keyframe();
                 }
             }
-            // Last, after events and reads: handling them queues datagrams too (the DTLS
-            // ClientHello is queued when the ICE connected event is polled), and anything left
-            // queued here would wait for the next timer, 200 ms later.
+            // Last, after events and reads: handling them queues datagrams too.
             self.flush();
             let timeout = self
                 .pc
