@@ -26,7 +26,9 @@ pub async fn run(bench: &Bench) -> anyhow::Result<Section> {
     let plan = &bench.plan;
     let mut section = Section::new("Encoders alone");
     section.text(&format!(
-        "{} pictures of the benchmark clip, {FPS} fps, {} Mbit/s target, each encoder as fast \
+        "{} pictures of the benchmark clip (the test pattern with fresh noise in every \
+         picture: ±{} levels is a camera indoors in good light, the content of the other \
+         sections; ±{} a camera in poor light), {FPS} fps, {} Mbit/s target, each encoder as fast \
          as it goes; the first fifth of the pictures (start-up, first keyframe) is left out of \
          both. openh264: camportal's settings (Constrained Baseline, one thread, a keyframe \
          every 2 s), CPU time of the encoding thread. x264: `ffmpeg -f rawvideo -pix_fmt \
@@ -34,18 +36,25 @@ pub async fn run(bench: &Bench) -> anyhow::Result<Section> {
          out.h264` (its default threads and keyframe interval), CPU time of the whole process \
          (which also reads the file), a short run's subtracted from a long one's.",
         plan.encoder_frames,
+        clip::CAMERA.0,
+        clip::LOW_LIGHT.0,
         BITRATE / 1_000_000
     ));
     let mut table = Table::new(&[
         "size",
+        "noise",
         "openh264 ms CPU/picture",
         "x264 ms CPU/picture",
         "openh264 / x264",
         "openh264 kbit/s",
         "x264 kbit/s",
     ]);
-    for &(w, h) in &plan.sizes {
-        let clip = clip::ensure(&bench.work, w, h, plan.clip_frames)?;
+    for (&(w, h), noise) in plan
+        .sizes
+        .iter()
+        .flat_map(|size| [(size, clip::CAMERA), (size, clip::LOW_LIGHT)])
+    {
+        let clip = clip::ensure(&bench.work, w, h, plan.clip_frames, noise)?;
         let frames = plan.encoder_frames;
         let clip_frames = plan.clip_frames;
         let clip2 = clip.clone();
@@ -56,13 +65,14 @@ pub async fn run(bench: &Bench) -> anyhow::Result<Section> {
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
         table.row(vec![
             format!("{w}x{h}"),
+            noise.to_string(),
             format!("{:.2}", ms(openh264.cpu_per_frame)),
             format!("{:.2}", ms(x264.cpu_per_frame)),
             format!("{:.2}", ms(openh264.cpu_per_frame) / ms(x264.cpu_per_frame)),
             format!("{:.0}", openh264.kbps),
             format!("{:.0}", x264.kbps),
         ]);
-        eprintln!("  encoders {w}x{h} done");
+        eprintln!("  encoders {w}x{h} noise {noise} done");
     }
     section.table(&table);
     Ok(section)

@@ -53,7 +53,7 @@ pub async fn run(bench: &Bench) -> anyhow::Result<Section> {
     ]);
     let mut worst: Option<(f64, String)> = None;
     for &(w, h) in &plan.sizes {
-        let clip = clip::ensure(&bench.work, w, h, plan.clip_frames)?;
+        let clip = clip::ensure(&bench.work, w, h, plan.clip_frames, clip::CAMERA)?;
         let ours = camportal(bench, &clip, w, h, window).await?;
         let theirs = ffmpeg(&clip, w, h, window).await?;
         let ratio = ours.cpu.cores() / theirs.cpu.cores();

@@ -33,7 +33,7 @@ pub struct Step {
 pub async fn run(bench: &Bench) -> anyhow::Result<Section> {
     let plan = &bench.plan;
     let (w, h) = (1280, 720);
-    let clip = clip::ensure(&bench.work, w, h, plan.clip_frames)?;
+    let clip = clip::ensure(&bench.work, w, h, plan.clip_frames, clip::CAMERA)?;
     let yaml = daemon::path_yaml(&daemon::file(&clip), w, h, 30, "2M");
     let daemon = Daemon::start(&bench.camportal, &yaml).await?;
     let window = Duration::from_secs(plan.viewer_window_secs);
