@@ -21,7 +21,7 @@ use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication
 use rtc::rtp::codec::h264::H264Packet;
 use rtc::rtp::packetizer::Depacketizer;
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind,
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
 };
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
@@ -34,6 +34,7 @@ use webrtc::peer_connection::{
 };
 
 use crate::decoder::{DecodedPicture, Decoder};
+use crate::whep::abs_capture_time;
 
 /// What we offer: Constrained Baseline, packetization-mode 1, as Chromium does.
 const H264_FMTP: &str = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
@@ -55,6 +56,8 @@ const PLI_INTERVAL: Duration = Duration::from_millis(500);
 const ICE_DISCONNECTED_TIMEOUT: Duration = Duration::from_secs(2);
 const ICE_FAILED_TIMEOUT: Duration = Duration::from_secs(3);
 const ICE_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
+const ICE_CHECK_INTERVAL: Duration = Duration::from_millis(50);
+const ICE_CHECKS: u16 = 28;
 
 /// One decoded picture as the viewer received it.
 #[derive(Debug, Clone)]
@@ -64,6 +67,8 @@ pub struct ViewerFrame {
     pub keyframe: bool,
     /// When the access unit's last RTP packet was read from the track (before decoding).
     pub received: SystemTime,
+    /// The capture time the server sent in the RTP header extension `abs-capture-time`.
+    pub capture_time: Option<SystemTime>,
 }
 
 /// Counters since connect, for diagnostics and the `view` example.
@@ -129,6 +134,8 @@ struct Shared {
     gathered: Notify,
     track: Mutex<Option<Arc<dyn TrackRemote>>>,
     media_ssrc: Mutex<Option<u32>>,
+    /// The id the server's answer gave `abs-capture-time`, if it sends it.
+    abs_capture_time_id: Mutex<Option<u8>>,
     /// Set by the decoder thread: the reference chain is broken, wait for an IDR.
     decode_failed: AtomicBool,
     counters: Counters,
@@ -148,6 +155,7 @@ impl Shared {
             gathered: Notify::new(),
             track: Mutex::new(None),
             media_ssrc: Mutex::new(None),
+            abs_capture_time_id: Mutex::new(None),
             decode_failed: AtomicBool::new(false),
             counters: Counters::default(),
         }
@@ -177,6 +185,7 @@ pub struct Viewer {
     frames: mpsc::Receiver<ViewerFrame>,
     closed: watch::Receiver<bool>,
     shared: Arc<Shared>,
+    posted: Instant,
     /// `close` ran; `Drop` has nothing left to do.
     closed_by_us: bool,
 }
@@ -199,7 +208,7 @@ impl Viewer {
         });
         let pc = build_peer_connection(bind_address(&url), handler).await?;
         match negotiate(pc.as_ref(), &http, &url, &shared).await {
-            Ok(session_url) => {
+            Ok((session_url, posted)) => {
                 info!(%session_url, "WHEP session established");
                 let closed = shared.closed.subscribe();
                 Ok(Viewer {
@@ -209,6 +218,7 @@ impl Viewer {
                     frames,
                     closed,
                     shared,
+                    posted,
                     closed_by_us: false,
                 })
             }
@@ -241,6 +251,11 @@ impl Viewer {
                 self.shared.describe()
             ),
         }
+    }
+
+    /// When the offer was POSTed: where a viewer's wait for its first picture starts.
+    pub fn offer_posted(&self) -> Instant {
+        self.posted
     }
 
     /// The session's absolute URL (the server's `Location`, resolved against the WHEP URL).
@@ -386,6 +401,16 @@ async fn build_peer_connection(
             RtpCodecKind::Video,
         )
         .context("registering H.264")?;
+    // As the player asks for it: the server then sends each picture's capture time.
+    media_engine
+        .register_header_extension(
+            RTCRtpHeaderExtensionCapability {
+                uri: abs_capture_time::URI.to_owned(),
+            },
+            RtpCodecKind::Video,
+            None,
+        )
+        .context("registering abs-capture-time")?;
     // NACK generator, receiver reports, TWCC feedback: what a browser sends back.
     let registry = register_default_interceptors(Registry::new(), &mut media_engine)
         .context("registering interceptors")?;
@@ -397,6 +422,10 @@ async fn build_peer_connection(
             Some(ICE_FAILED_TIMEOUT),
             Some(ICE_KEEPALIVE_INTERVAL),
         )
+        // Checks paced as browsers pace them (RFC 8445's Ta), for as long as the default.
+        // This also bounds a stall of webrtc 0.21: as the DTLS client it leaves its
+        // ClientHello queued until its next timer, by default 200 ms later.
+        .with_ice_connection_attempts(Some(ICE_CHECK_INTERVAL), Some(ICE_CHECKS))
         .build();
     let pc = PeerConnectionBuilder::new()
         .with_configuration(RTCConfiguration::default())
@@ -411,13 +440,14 @@ async fn build_peer_connection(
     Ok(Arc::new(pc))
 }
 
-/// Offer, wait for our candidates, POST, apply the answer. Returns the session URL.
+/// Offer, wait for our candidates, POST, apply the answer. Returns the session URL and when the
+/// offer was posted.
 async fn negotiate(
     pc: &dyn PeerConnection,
     http: &reqwest::Client,
     url: &Url,
     shared: &Shared,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<(String, Instant)> {
     pc.add_transceiver_from_kind(
         RtpCodecKind::Video,
         Some(RTCRtpTransceiverInit {
@@ -441,6 +471,7 @@ async fn negotiate(
         .ok_or_else(|| anyhow!("no local description after gathering"))?
         .sdp;
 
+    let posted = Instant::now();
     let response = http
         .post(url.clone())
         .header(CONTENT_TYPE, "application/sdp")
@@ -467,6 +498,7 @@ async fn negotiate(
         .with_context(|| format!("bad Location {location:?}"))?
         .to_string();
 
+    *lock(&shared.abs_capture_time_id) = abs_capture_time::id_in_sdp(&body);
     let applied = async {
         let answer = RTCSessionDescription::answer(body).context("parsing the answer SDP")?;
         pc.set_remote_description(answer)
@@ -481,7 +513,7 @@ async fn negotiate(
         }
         return Err(err);
     }
-    Ok(session_url)
+    Ok((session_url, posted))
 }
 
 /// The peer connection's callbacks. They run on its driver, so they only record and spawn.
@@ -531,6 +563,7 @@ async fn read_track(
     let mut assembler = AuAssembler::default();
     let mut gate = KeyframeGate::default();
     let mut ready = Vec::new();
+    let capture_time_id = *lock(&shared.abs_capture_time_id);
     while let Some(event) = track.poll().await {
         let packet = match event {
             TrackRemoteEvent::OnRtpPacket(packet) => packet,
@@ -539,10 +572,16 @@ async fn read_track(
         };
         bump(&counters.rtp_packets, 1);
         lock(&shared.media_ssrc).get_or_insert(packet.header.ssrc);
+        let capture_time = capture_time_id
+            .and_then(|id| packet.header.get_extension(id))
+            .and_then(|payload| abs_capture_time::parse(&payload));
         let pushed = assembler.push(
-            packet.header.sequence_number,
-            packet.header.timestamp,
-            packet.header.marker,
+            Rtp {
+                seq: packet.header.sequence_number,
+                timestamp: packet.header.timestamp,
+                marker: packet.header.marker,
+                capture_time,
+            },
             &packet.payload,
             |au| ready.push(au),
         );
@@ -641,6 +680,7 @@ fn decode_loop(
                     picture,
                     keyframe: au.keyframe,
                     received: au.received,
+                    capture_time: au.capture_time,
                 };
                 match frames_tx.try_send(frame) {
                     Ok(()) => {}
@@ -715,6 +755,7 @@ struct AssembledAu {
     /// Packets were lost in or just before it, or it was malformed: not decodable as is.
     damaged: bool,
     received: SystemTime,
+    capture_time: Option<SystemTime>,
 }
 
 /// What one packet did to the sequence.
@@ -744,6 +785,7 @@ struct PartialAu {
     data: Vec<u8>,
     keyframe: bool,
     damaged: bool,
+    capture_time: Option<SystemTime>,
 }
 
 impl PartialAu {
@@ -753,19 +795,29 @@ impl PartialAu {
             keyframe: self.keyframe,
             damaged: self.damaged,
             received: SystemTime::now(),
+            capture_time: self.capture_time,
         }
     }
 }
 
+/// What the assembler needs of an RTP header.
+#[derive(Debug, Clone, Copy)]
+struct Rtp {
+    seq: u16,
+    timestamp: u32,
+    marker: bool,
+    /// From `abs-capture-time`, if the packet carries it.
+    capture_time: Option<SystemTime>,
+}
+
 impl AuAssembler {
-    fn push(
-        &mut self,
-        seq: u16,
-        timestamp: u32,
-        marker: bool,
-        payload: &Bytes,
-        mut emit: impl FnMut(AssembledAu),
-    ) -> Pushed {
+    fn push(&mut self, rtp: Rtp, payload: &Bytes, mut emit: impl FnMut(AssembledAu)) -> Pushed {
+        let Rtp {
+            seq,
+            timestamp,
+            marker,
+            capture_time,
+        } = rtp;
         let mut pushed = Pushed::default();
         if let Some(last) = self.last_seq {
             let delta = seq.wrapping_sub(last);
@@ -798,8 +850,12 @@ impl AuAssembler {
                 data: Vec::new(),
                 keyframe: false,
                 damaged: std::mem::take(&mut self.loss_pending),
+                capture_time: None,
             }
         });
+        if au.capture_time.is_none() {
+            au.capture_time = capture_time;
+        }
 
         match payload_nal_types(payload) {
             Some(types) if !au.damaged => {
@@ -944,8 +1000,13 @@ mod tests {
 
         fn push_seq(&mut self, seq: u16, timestamp: u32, marker: bool, payload: Bytes) -> Pushed {
             let out = &mut self.out;
-            self.assembler
-                .push(seq, timestamp, marker, &payload, |au| out.push(au))
+            let rtp = Rtp {
+                seq,
+                timestamp,
+                marker,
+                capture_time: None,
+            };
+            self.assembler.push(rtp, &payload, |au| out.push(au))
         }
     }
 

@@ -17,6 +17,7 @@ pub mod frame;
 pub mod handoff;
 pub mod http;
 pub mod keyframe;
+pub mod light_viewer;
 pub mod path;
 pub mod source;
 pub mod stamp;

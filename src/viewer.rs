@@ -98,6 +98,7 @@ impl Actor for Viewer {
             sender: args.answered.sender,
             ssrc: args.answered.ssrc,
             payload_type: args.answered.payload_type,
+            abs_capture_time_id: args.answered.abs_capture_time_id,
             sequence: rand::random(),
             rtp_offset: rand::random(),
             waiting_for_keyframe: true,
@@ -176,6 +177,7 @@ struct Link {
     sender: RTCRtpSenderId,
     ssrc: u32,
     payload_type: u8,
+    abs_capture_time_id: Option<u8>,
     sequence: u16,
     rtp_offset: u32,
     /// Nothing is sent until a keyframe, so the first picture a viewer gets always decodes.
@@ -196,7 +198,6 @@ impl Link {
         let mut frames: Option<broadcast::Receiver<Arc<VideoFrame>>> = None;
         let mut rejoin = tokio::time::interval(REJOIN_INTERVAL);
         loop {
-            self.flush();
             while let Some(event) = self.pc.poll_event() {
                 if let RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) = event {
                     debug!(path = %self.path, %state, "viewer connection state");
@@ -215,6 +216,8 @@ impl Link {
                     self.want_keyframe();
                 }
             }
+            // Last, after events and reads: handling them queues datagrams too.
+            self.flush();
             let timeout = self
                 .pc
                 .poll_timeout()
@@ -315,16 +318,23 @@ impl Link {
         };
         let last = frame.payloads.len().saturating_sub(1);
         for (index, payload) in frame.payloads.iter().enumerate() {
+            let mut header = rtp::header::Header {
+                version: 2,
+                marker: index == last,
+                payload_type: self.payload_type,
+                sequence_number: self.sequence,
+                timestamp,
+                ssrc: self.ssrc,
+                ..Default::default()
+            };
+            if index == 0
+                && let Some(id) = self.abs_capture_time_id
+                && let Err(err) = header.set_extension(id, frame.abs_capture_time.clone())
+            {
+                debug!(path = %self.path, %err, "cannot add abs-capture-time");
+            }
             let packet = rtp::Packet {
-                header: rtp::header::Header {
-                    version: 2,
-                    marker: index == last,
-                    payload_type: self.payload_type,
-                    sequence_number: self.sequence,
-                    timestamp,
-                    ssrc: self.ssrc,
-                    ..Default::default()
-                },
+                header,
                 payload: payload.clone(),
             };
             self.sequence = self.sequence.wrapping_add(1);

@@ -72,6 +72,43 @@ async fn the_player_plays_the_test_pattern_in_chromium() {
     test.daemon.shutdown().await;
 }
 
+/// `?stats=1` shows how old the picture on screen is, from the capture time the server sends
+/// with every picture (RTP header extension `abs-capture-time`).
+#[tokio::test]
+async fn the_player_shows_its_latency_with_stats() {
+    let path = "source:\n  type: testsrc\nencoding:\n  width: 640\n  height: 360\n  fps: 30\n";
+    let test = TestDaemon::start(&[("portal", path)]).await;
+    let browser = Chromium::launch().await.expect("Chromium starts");
+    let page = browser
+        .open(&test.url("/portal/?stats=1"))
+        .await
+        .expect("player opens");
+    let latency = page
+        .wait_for(
+            "typeof window.camportal.latencyMs === 'number' && window.camportal.latencyMs",
+            Duration::from_secs(20),
+        )
+        .await
+        .expect("the player knows the capture time of what it shows")
+        .as_f64()
+        .unwrap_or(f64::NAN);
+    println!("player latency (capture → display): {latency:.1} ms");
+    // Same machine, same clock: positive, and live rather than buffered.
+    assert!(latency > 0.0 && latency < 2000.0, "latency {latency} ms");
+    let shown = page
+        .wait_for(
+            "(() => { const t = document.getElementById('stats').textContent; \
+              return /latency +\\d+ ms/.test(t) && t; })()",
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("the stats box shows the latency");
+    println!("{}", shown.as_str().unwrap_or_default());
+    drop(page);
+    drop(browser);
+    test.daemon.shutdown().await;
+}
+
 /// A kiosk that loses power sends no goodbye: its viewer must still go, and soon, rather than
 /// stream into the void.
 #[tokio::test]

@@ -100,6 +100,8 @@ async fn audio_is_rejected_and_video_answered() {
     );
     assert!(answer.contains("a=rtpmap:102 H264/90000"), "{answer}");
     assert!(answer.contains("a=sendonly"), "{answer}");
+    // The viewer opens DTLS once its ICE is up (a server-sent ClientHello could beat it).
+    assert!(answer.contains("a=setup:passive"), "{answer}");
     assert!(
         answer.contains("typ host"),
         "the answer carries host candidates:\n{answer}"

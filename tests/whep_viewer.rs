@@ -41,6 +41,8 @@ async fn a_viewer_gets_a_decodable_live_picture_at_once() {
         let frame = viewer.next_frame(FRAME_TIMEOUT).await.expect("frame");
         let stamp = frame.picture.stamp.expect("stamp readable");
         assert!(stamp.frame > last, "stamp {} after {}", stamp.frame, last);
+        // A join costs one keyframe (the next periodic one is 2 s away).
+        assert!(!frame.keyframe, "a second keyframe right after the first");
         last = stamp.frame;
         let received_micros = frame
             .received
@@ -49,6 +51,19 @@ async fn a_viewer_gets_a_decodable_live_picture_at_once() {
             .as_micros() as u64;
         let latency_ms = received_micros.saturating_sub(stamp.unix_micros) / 1000;
         assert!(latency_ms < 2_000, "picture is {latency_ms} ms old");
+        // abs-capture-time tells the receiver the capture time the stamp shows.
+        let sent = frame
+            .capture_time
+            .expect("abs-capture-time on every picture");
+        let sent_micros = sent
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_micros() as u64;
+        assert!(
+            sent_micros.abs_diff(stamp.unix_micros) <= 1,
+            "abs-capture-time {sent_micros} µs, stamp {} µs",
+            stamp.unix_micros
+        );
     }
 
     // The session is listed, and DELETE ends it.

@@ -9,6 +9,9 @@
   const SETUP_TIMEOUT_MS = 15000; // POST + ICE + first frame
   const GOOD_AFTER_MS = 5000; // playing this long resets the backoff
   const DELETE_WAIT_MS = 1000;
+  // The server sends each picture's capture time (wall clock, NTP) in this RTP header extension.
+  const ABS_CAPTURE_TIME = 'http://www.webrtc.org/experiments/rtp-hdrext/abs-capture-time';
+  const NTP_UNIX_OFFSET_MS = 2208988800000;
 
   // Query options, with MediaMTX's names: ?controls=true&muted=false&autoplay=false&stats=1
   const query = new URLSearchParams(location.search);
@@ -38,12 +41,14 @@
   video.autoplay = options.autoplay;
 
   // What tests (and curious people) can read: window.camportal.state etc.
-  const status = { state: 'connecting', reconnects: 0, lastError: null };
+  const status = { state: 'connecting', reconnects: 0, lastError: null, latencyMs: null };
   Object.defineProperty(window, 'camportal', {
     value: Object.freeze({
       get state() { return status.state; },
       get reconnects() { return status.reconnects; },
       get lastError() { return status.lastError; },
+      // With ?stats=1: median capture → display time over the last second, in ms.
+      get latencyMs() { return status.latencyMs; },
     }),
   });
 
@@ -121,14 +126,15 @@
     await Promise.race([pendingDelete, new Promise((done) => setTimeout(done, DELETE_WAIT_MS))]);
 
     const pc = new RTCPeerConnection();
-    const current = { pc, url: null, setupTimer: null, graceTimer: null };
+    const current = { pc, url: null, setupTimer: null, graceTimer: null, receiver: null };
     session = current;
     setState('connecting', 'connecting…');
     current.setupTimer = setTimeout(() => fail(current, new Error('timed out connecting')), SETUP_TIMEOUT_MS);
 
-    pc.addTransceiver('video', { direction: 'recvonly' });
+    askForCaptureTime(pc.addTransceiver('video', { direction: 'recvonly' }));
     pc.ontrack = (event) => {
       const track = event.track;
+      current.receiver = event.receiver;
       video.srcObject = event.streams[0] || new MediaStream([track]);
       track.onended = () => fail(current, new Error('the video track ended'));
       // No media for a while (the camera is restarting, say): say so, keep the session.
@@ -230,6 +236,53 @@
     }, { once: true });
   }
 
+  // Chromium can receive abs-capture-time but offers it only when asked; other browsers simply
+  // go without (the stats then show no latency).
+  function askForCaptureTime(transceiver) {
+    if (!transceiver.getHeaderExtensionsToNegotiate || !transceiver.setHeaderExtensionsToNegotiate) return;
+    try {
+      const extensions = transceiver.getHeaderExtensionsToNegotiate();
+      for (const extension of extensions) {
+        if (extension.uri === ABS_CAPTURE_TIME && extension.direction === 'stopped') {
+          extension.direction = 'recvonly';
+        }
+      }
+      transceiver.setHeaderExtensionsToNegotiate(extensions);
+    } catch (error) {
+      console.debug('camportal: cannot ask for abs-capture-time', error);
+    }
+  }
+
+  // Capture → display time of the picture just shown, in ms, or null if the browser does not
+  // know the capture time. The synchronization source describes the newest picture received;
+  // its RTP timestamp (90 kHz, from the same capture clock) steps back to the one shown. Assumes
+  // the server's and this machine's clocks agree (NTP).
+  function frameLatency(receiver, metadata) {
+    const source = receiver.getSynchronizationSources()[0];
+    if (!source || source.captureTimestamp === undefined || metadata.rtpTimestamp === undefined) {
+      return null;
+    }
+    const behindMs = ((source.rtpTimestamp - metadata.rtpTimestamp) | 0) / 90;
+    const captured = source.captureTimestamp - NTP_UNIX_OFFSET_MS - behindMs;
+    return performance.timeOrigin + metadata.expectedDisplayTime - captured;
+  }
+
+  // Latencies of the pictures shown in the last second: [displayed at, ms].
+  let latencies = [];
+  function watchFrames() {
+    if (!video.requestVideoFrameCallback) return;
+    const onFrame = (now, metadata) => {
+      const receiver = session && session.receiver;
+      const latency = receiver ? frameLatency(receiver, metadata) : null;
+      if (latency !== null) latencies.push([now, latency]);
+      latencies = latencies.filter(([at]) => at > now - 1000);
+      const sorted = latencies.map(([, ms]) => ms).sort((a, b) => a - b);
+      status.latencyMs = sorted.length ? sorted[sorted.length >> 1] : null;
+      video.requestVideoFrameCallback(onFrame);
+    };
+    video.requestVideoFrameCallback(onFrame);
+  }
+
   // ?stats=1: the receiver's own view, once a second.
   let lastBytes = null;
   async function showStats() {
@@ -252,12 +305,14 @@
       `packetsLost     ${inbound.packetsLost || 0}`,
       `jitterBuffer    ${jitterMs.toFixed(0)} ms`,
       `bitrate         ${kbps.toFixed(0)} kb/s`,
+      `latency         ${status.latencyMs === null ? 'unknown' : `${status.latencyMs.toFixed(0)} ms`} (capture → display)`,
       `reconnects      ${status.reconnects}`,
     ].join('\n');
   }
   if (options.stats) {
     statsBox.hidden = false;
     setInterval(() => showStats().catch(() => {}), 1000);
+    watchFrames();
   }
 
   // Leaving the page ends the session on the server at once (keepalive outlives the page).

@@ -245,7 +245,7 @@ mod tests {
         let e = parse("# cam\nsource: webcam\n").unwrap_err();
         assert_eq!(
             e.to_string(),
-            "config.d/cam.yml:2:9: source: unknown variant `webcam`, expected `testsrc` or `v4l2`"
+            "config.d/cam.yml:2:9: source: unknown variant `webcam`, expected one of `testsrc`, `v4l2`, `file`"
         );
         let e = parse("encoding:\n  fps: 5\n").unwrap_err();
         assert!(e.message.contains("missing field `source`"), "{e}");

@@ -21,6 +21,14 @@ pub enum SourceConfig {
     TestSrc,
     /// A camera through Video4Linux2. Size and rate are asked of the camera from `encoding:`.
     V4l2(V4l2Config),
+    /// Raw I420 pictures of the `encoding:` size read from a file, played in a loop at `fps`.
+    File(FileSourceConfig),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FileSourceConfig {
+    pub path: PathBuf,
 }
 
 /// The value of `type:`, on its own so that it can be read before the other keys.
@@ -30,6 +38,8 @@ enum SourceKind {
     TestSrc,
     #[serde(rename = "v4l2")]
     V4l2,
+    #[serde(rename = "file")]
+    File,
 }
 
 /// `source: {type: v4l2, ...}`: which camera, and in which format it should send pictures.
@@ -236,6 +246,7 @@ fn with_kind<'de, D: Deserializer<'de>>(
             let keys = V4l2Keys::deserialize(rest)?;
             SourceConfig::V4l2(keys.into_config().map_err(de::Error::custom)?)
         }
+        SourceKind::File => SourceConfig::File(FileSourceConfig::deserialize(rest)?),
     })
 }
 
@@ -315,17 +326,28 @@ mod tests {
         assert_eq!(parse("source: {type: testsrc}"), testsrc);
         assert_eq!(parse("source:\n  type: testsrc\n"), testsrc);
         assert_eq!(parse("source: testsrc"), testsrc);
+        assert_eq!(
+            parse("source:\n  type: file\n  path: /srv/clip.yuv\n"),
+            Ok(SourceConfig::File(FileSourceConfig {
+                path: "/srv/clip.yuv".into()
+            }))
+        );
+        assert!(
+            parse("source: file")
+                .unwrap_err()
+                .contains("missing field `path`")
+        );
     }
 
     #[test]
     fn errors_point_at_the_offending_line() {
         assert_eq!(
             parse("source: webcam").unwrap_err(),
-            "source: unknown variant `webcam`, expected `testsrc` or `v4l2` at line 1 column 9"
+            "source: unknown variant `webcam`, expected one of `testsrc`, `v4l2`, `file` at line 1 column 9"
         );
         assert_eq!(
             parse("source:\n  type: webcam\n").unwrap_err(),
-            "source.type: unknown variant `webcam`, expected `testsrc` or `v4l2` at line 2 column 9"
+            "source.type: unknown variant `webcam`, expected one of `testsrc`, `v4l2`, `file` at line 2 column 9"
         );
         assert_eq!(
             parse("source:\n  type: testsrc\n  device: /dev/video0\n").unwrap_err(),

@@ -18,6 +18,7 @@ use tracing::{debug, warn};
 use crate::frame::{AccessUnit, CaptureTime};
 use crate::keyframe::{Decision, KeyframePolicy};
 use crate::status::StatusBoard;
+use crate::whep::abs_capture_time;
 
 /// Frames a viewer may fall behind before it starts losing them (about 250 ms at 30 fps).
 pub const RING_FRAMES: usize = 8;
@@ -33,6 +34,8 @@ pub struct VideoFrame {
     pub width: u32,
     pub height: u32,
     pub capture: CaptureTime,
+    /// The `abs-capture-time` header extension's payload for this picture.
+    pub abs_capture_time: Bytes,
     /// RTP payloads in order; the last one carries the marker bit.
     pub payloads: Vec<Bytes>,
 }
@@ -72,6 +75,7 @@ impl Fanout {
             width: unit.width,
             height: unit.height,
             capture: unit.capture,
+            abs_capture_time: Bytes::copy_from_slice(&abs_capture_time::payload(unit.capture.wall)),
             payloads,
         }));
         Ok(())

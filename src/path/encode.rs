@@ -163,7 +163,10 @@ fn run(args: &EncodeArgs, stop: &AtomicBool) -> Result<(), String> {
                 let fits = encoder.as_ref().is_some_and(|e| {
                     (e.settings().width, e.settings().height) == (frame.width, frame.height)
                 });
-                let mut force = args.fanout.take_keyframe_request() || std::mem::take(&mut idle);
+                // Both taken, always: a join's request and the end of idling are one keyframe,
+                // not two in a row.
+                let requested = args.fanout.take_keyframe_request();
+                let mut force = std::mem::take(&mut idle) | requested;
                 if !fits {
                     let settings = settings_for(&encoding, &frame);
                     info!(path = %args.path, width = settings.width, height = settings.height,

@@ -1,7 +1,9 @@
 //! Where a path's pictures come from. Every source runs on a thread of its own and blocks in
 //! [`Source::next`]; the capture child moves what it yields into a newest-frame-wins hand-off.
 
+pub mod file;
 pub mod font;
+mod pacer;
 pub mod testsrc;
 pub mod v4l2;
 
@@ -53,6 +55,12 @@ pub fn open(config: &PathConfig) -> Result<Box<dyn Source>, SourceError> {
             encoding.fps,
         ))),
         SourceConfig::V4l2(v4l2) => Ok(Box::new(v4l2::V4l2Source::open(v4l2, encoding)?)),
+        SourceConfig::File(file) => Ok(Box::new(file::FileSource::open(
+            &file.path,
+            encoding.width,
+            encoding.height,
+            encoding.fps,
+        )?)),
     }
 }
 
@@ -61,6 +69,7 @@ pub fn describe(config: &PathConfig) -> String {
     match &config.source {
         SourceConfig::TestSrc => "testsrc".to_owned(),
         SourceConfig::V4l2(v4l2) => format!("v4l2 {}", describe_device(&v4l2.device)),
+        SourceConfig::File(file) => format!("file {}", file.path.display()),
     }
 }
 

@@ -7,9 +7,8 @@
 
 use crate::source::font;
 
-use std::time::{Duration, Instant};
-
 use crate::frame::{CaptureTime, RawFrame};
+use crate::source::pacer::Pacer;
 use crate::source::{Captured, Source, SourceError};
 use crate::stamp::{self, Stamp};
 
@@ -37,13 +36,12 @@ pub struct TestSrc {
     width: u32,
     height: u32,
     fps: u32,
-    period: Duration,
     /// The static part of every picture, I420.
     background: Vec<u8>,
     layout: Layout,
     /// Counts yielded pictures (not ticks), so a gap seen downstream is a loss downstream.
     frame: u32,
-    next_tick: Option<Instant>,
+    pacer: Pacer,
 }
 
 impl TestSrc {
@@ -64,11 +62,10 @@ impl TestSrc {
             width: w,
             height: h,
             fps: f,
-            period: Duration::from_secs(1) / f,
             background: background(w as usize, h as usize, &layout),
             layout,
             frame: 0,
-            next_tick: None,
+            pacer: Pacer::new(f),
         }
     }
 
@@ -147,36 +144,11 @@ impl TestSrc {
             [BLACK, NEUTRAL, NEUTRAL],
         );
     }
-
-    /// Sleeps until the next tick of the frame grid and returns the capture time. A late caller
-    /// gets its picture at once, and the ticks it missed are skipped rather than caught up in a
-    /// burst: the following picture waits for the next tick of the grid.
-    fn wait_for_tick(&mut self) -> CaptureTime {
-        let due = self.next_tick.unwrap_or_else(Instant::now);
-        let now = Instant::now();
-        if due > now {
-            std::thread::sleep(due - now);
-        }
-        let capture = CaptureTime::now();
-        let late = capture.mono.saturating_duration_since(due);
-        let missed =
-            u32::try_from(late.as_nanos() / self.period.as_nanos().max(1)).unwrap_or(u32::MAX);
-        if missed > 0 {
-            tracing::debug!(missed, "test pattern: late, skipping ticks");
-        }
-        let next = missed
-            .checked_add(1)
-            .and_then(|n| self.period.checked_mul(n))
-            .and_then(|d| due.checked_add(d))
-            .unwrap_or(capture.mono + self.period);
-        self.next_tick = Some(next);
-        capture
-    }
 }
 
 impl Source for TestSrc {
     fn next(&mut self) -> Result<Captured, SourceError> {
-        let capture = self.wait_for_tick();
+        let capture = self.pacer.wait_for_tick();
         let picture = self.render(self.frame, capture);
         self.frame = self.frame.wrapping_add(1);
         Ok(Captured::Raw(picture))
@@ -320,6 +292,7 @@ fn fill_rect(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::{Duration, Instant};
 
     fn raw(c: Captured) -> RawFrame {
         match c {

@@ -3,6 +3,7 @@
 //! request gets a status and a plain-text reason a person can act on; none of them costs
 //! anything that was working.
 
+pub mod abs_capture_time;
 pub mod addresses;
 pub mod feedback;
 pub mod offer;

@@ -15,13 +15,16 @@ use rtc::peer_connection::configuration::interceptor_registry::register_default_
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MediaEngine};
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::sdp::RTCSessionDescription;
-use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
+use rtc::peer_connection::transport::{
+    CandidateConfig, CandidateHostConfig, RTCDtlsRole, RTCIceCandidate,
+};
 use rtc::rtp_transceiver::RTCRtpSenderId;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
-    RTCRtpEncodingParameters, RtpCodecKind,
+    RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
 };
 
+use super::abs_capture_time;
 use super::feedback::KeyframeFeedback;
 use super::offer::{H264_FMTP, OfferError, check_offer};
 
@@ -60,6 +63,8 @@ pub struct Answered {
     pub sender: RTCRtpSenderId,
     pub ssrc: u32,
     pub payload_type: u8,
+    /// The id of `abs-capture-time` if the viewer offered it.
+    pub abs_capture_time_id: Option<u8>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -111,6 +116,16 @@ pub fn answer(offer_sdp: String, addresses: &IceAddresses) -> Result<Answered, A
             .register_codec(codec, RtpCodecKind::Video)
             .map_err(internal)?;
     }
+    // Answered only if offered: then receivers know each picture's capture time.
+    media_engine
+        .register_header_extension(
+            RTCRtpHeaderExtensionCapability {
+                uri: abs_capture_time::URI.to_owned(),
+            },
+            RtpCodecKind::Video,
+            None,
+        )
+        .map_err(internal)?;
     // NACK responder (retransmits lost packets) and RTCP sender reports.
     let registry =
         register_default_interceptors(Registry::new(), &mut media_engine).map_err(internal)?;
@@ -127,6 +142,11 @@ pub fn answer(offer_sdp: String, addresses: &IceAddresses) -> Result<Answered, A
             Some(ICE_FAILED_TIMEOUT),
             None,
         )
+        // The viewer opens the DTLS handshake once its ICE is up (`a=setup:passive`). As the
+        // opening side, rtc 0.21 leaves its ClientHello queued until a 200 ms timer, and a
+        // ClientHello that beats the viewer's ICE is dropped and resent only after 1 s: both
+        // went straight into every viewer's time to first frame.
+        .with_answering_dtls_role(RTCDtlsRole::Server)
         .build();
 
     let mut pc = RTCPeerConnectionBuilder::new()
@@ -193,13 +213,17 @@ pub fn answer(offer_sdp: String, addresses: &IceAddresses) -> Result<Answered, A
     pc.set_local_description(now, answer)
         .map_err(|err| AnswerError::Rejected(err.to_string()))?;
 
-    let payload_type = {
+    let (payload_type, abs_capture_time_id) = {
         let mut rtp_sender = pc
             .rtp_sender(sender)
             .ok_or_else(|| internal("sender vanished"))?;
-        rtp_sender
-            .get_parameters()
-            .rtp_parameters
+        let parameters = &rtp_sender.get_parameters().rtp_parameters;
+        let abs_capture_time_id = parameters
+            .header_extensions
+            .iter()
+            .find(|h| h.uri == abs_capture_time::URI)
+            .and_then(|h| u8::try_from(h.id).ok());
+        let payload_type = parameters
             .codecs
             .iter()
             .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(MIME_TYPE_H264))
@@ -208,7 +232,8 @@ pub fn answer(offer_sdp: String, addresses: &IceAddresses) -> Result<Answered, A
                 AnswerError::Offer(OfferError::NoUsableVideo(
                     "no H.264 format was negotiated".into(),
                 ))
-            })?
+            })?;
+        (payload_type, abs_capture_time_id)
     };
 
     Ok(Answered {
@@ -218,6 +243,7 @@ pub fn answer(offer_sdp: String, addresses: &IceAddresses) -> Result<Answered, A
         sender,
         ssrc,
         payload_type,
+        abs_capture_time_id,
     })
 }
 

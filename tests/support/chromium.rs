@@ -135,6 +135,12 @@ impl Chromium {
     /// Opens `url` in a new tab (in its own browser context: no shared cache or storage) and
     /// waits until it has loaded.
     pub async fn open(&self, url: &str) -> Result<Page> {
+        self.open_with_script(url, None).await
+    }
+
+    /// [`Chromium::open`], running `script` in the page before any of the page's own scripts
+    /// (to instrument it).
+    pub async fn open_with_script(&self, url: &str, script: Option<&str>) -> Result<Page> {
         let context = self
             .cdp
             .call(None, "Target.createBrowserContext", json!({}))
@@ -166,6 +172,13 @@ impl Chromium {
         // Enabled before navigating, so errors thrown while the page loads are seen.
         for domain in ["Runtime.enable", "Page.enable", "Log.enable"] {
             page.call(domain, json!({})).await?;
+        }
+        if let Some(script) = script {
+            page.call(
+                "Page.addScriptToEvaluateOnNewDocument",
+                json!({ "source": script }),
+            )
+            .await?;
         }
         page.goto(url).await?;
         Ok(page)

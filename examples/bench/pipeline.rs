@@ -1,0 +1,187 @@
+//! Pipeline CPU per stream: camportal doing its whole job for one viewer (read the clip, encode,
+//! packetize, encrypt, send) against the seed's ffmpeg only encoding the same clip at the same
+//! rate, each measured as its own process over the same window.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use camportal::light_viewer::LightViewer;
+
+use crate::daemon::{self, Daemon};
+use crate::proc::{CpuMeter, CpuUse};
+use crate::report::{Section, Table};
+use crate::{Bench, clip};
+
+const FPS: u32 = 30;
+const WARM_UP: Duration = Duration::from_secs(3);
+
+struct Side {
+    cpu: CpuUse,
+    kbps: f64,
+    /// Pictures per second the viewer got (camportal only).
+    fps: Option<f64>,
+    loss: Option<f64>,
+}
+
+pub async fn run(bench: &Bench) -> anyhow::Result<Section> {
+    let plan = &bench.plan;
+    let window = Duration::from_secs(plan.pipeline_secs);
+    let mut section = Section::new("Pipeline CPU per stream");
+    section.text(&format!(
+        "The benchmark clip at {FPS} fps and 2 Mbit/s, {} s per side and size after {} s of \
+         warm-up, one side at a time. **camportal**: the release daemon with a `file` source \
+         reading the clip, one light viewer (real ICE, DTLS and SRTP; in the benchmark's \
+         process, so not counted); its whole job: read, encode, packetize, encrypt, send. \
+         **ffmpeg**: the seed's encoder, `ffmpeg -re -stream_loop -1 -f rawvideo -pix_fmt \
+         yuv420p -s WxH -framerate 30 -i clip.yuv -c:v libx264 -preset ultrafast -b:v 2M \
+         -pix_fmt yuv420p -f h264 out.h264`: it only reads and encodes (MediaMTX would still \
+         have to packetize, encrypt and send). CPU is each process's own user + system time \
+         from `/proc/<pid>/stat`, in % of one core.",
+        window.as_secs(),
+        WARM_UP.as_secs()
+    ));
+    let mut table = Table::new(&[
+        "size",
+        "camportal CPU",
+        "ffmpeg CPU",
+        "camportal / ffmpeg",
+        "camportal kbit/s",
+        "ffmpeg kbit/s",
+        "viewer fps",
+        "viewer loss",
+    ]);
+    let mut worst: Option<(f64, String)> = None;
+    for &(w, h) in &plan.sizes {
+        let clip = clip::ensure(&bench.work, w, h, plan.clip_frames, clip::CAMERA)?;
+        let ours = camportal(bench, &clip, w, h, window).await?;
+        let theirs = ffmpeg(&clip, w, h, window).await?;
+        let ratio = ours.cpu.cores() / theirs.cpu.cores();
+        let pct = |c: &CpuUse| format!("{:.1} %", c.cores() * 100.0);
+        table.row(vec![
+            format!("{w}x{h}"),
+            pct(&ours.cpu),
+            pct(&theirs.cpu),
+            format!("{ratio:.2}"),
+            format!("{:.0}", ours.kbps),
+            format!("{:.0}", theirs.kbps),
+            ours.fps.map_or_else(|| "–".into(), |f| format!("{f:.1}")),
+            ours.loss
+                .map_or_else(|| "–".into(), |l| format!("{:.2} %", l * 100.0)),
+        ]);
+        if worst.as_ref().is_none_or(|(r, _)| ratio > *r) {
+            worst = Some((ratio, format!("{w}x{h}")));
+        }
+        eprintln!("  pipeline {w}x{h}: camportal/ffmpeg {ratio:.2}");
+    }
+    section.table(&table);
+    if let Some((ratio, size)) = worst {
+        section.goal(
+            "pipeline CPU, camportal / ffmpeg",
+            "≤ 1.0 at every size",
+            format!("worst {ratio:.2} ({size})"),
+            Some(ratio <= 1.0),
+        );
+    }
+    Ok(section)
+}
+
+async fn camportal(
+    bench: &Bench,
+    clip: &std::path::Path,
+    w: u32,
+    h: u32,
+    window: Duration,
+) -> anyhow::Result<Side> {
+    let yaml = daemon::path_yaml(&daemon::file(clip), w, h, FPS, "2M");
+    let daemon = Daemon::start(&bench.camportal, &yaml).await?;
+    let viewer = LightViewer::connect(&daemon.whep_url("bench")).await?;
+    wait_for_frames(&viewer).await?;
+    tokio::time::sleep(WARM_UP).await;
+    let meter = CpuMeter::start(daemon.pid())?;
+    let before = viewer.stats();
+    tokio::time::sleep(window).await;
+    let cpu = meter.read()?;
+    let got = viewer.stats().since(&before);
+    viewer.close().await?;
+    let secs = cpu.wall.as_secs_f64();
+    Ok(Side {
+        cpu,
+        kbps: got.bytes as f64 * 8.0 / secs / 1000.0,
+        fps: Some(got.frames as f64 / secs),
+        loss: Some(got.loss()),
+    })
+}
+
+/// Waits until a light viewer receives pictures.
+pub async fn wait_for_frames(viewer: &LightViewer) -> anyhow::Result<()> {
+    for _ in 0..300 {
+        if viewer.stats().frames > 0 {
+            return Ok(());
+        }
+        if let Some(reason) = viewer.ended() {
+            bail!("the viewer ended: {reason}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("no picture within 15 s: {:?}", viewer.stats())
+}
+
+/// ffmpeg killed on drop (our own child, by its PID).
+struct Ffmpeg(Child);
+
+impl Drop for Ffmpeg {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn ffmpeg(clip: &std::path::Path, w: u32, h: u32, window: Duration) -> anyhow::Result<Side> {
+    let out = tempfile::NamedTempFile::new()?;
+    let limit = (WARM_UP + window + Duration::from_secs(5)).as_secs();
+    let child = Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-nostdin",
+            "-y",
+            "-re",
+        ])
+        .args([
+            "-stream_loop",
+            "-1",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "yuv420p",
+        ])
+        .args(["-s", &format!("{w}x{h}"), "-framerate", &FPS.to_string()])
+        .arg("-i")
+        .arg(clip)
+        .args(["-t", &limit.to_string()])
+        .args(["-c:v", "libx264", "-preset", "ultrafast", "-b:v", "2M"])
+        .args(["-pix_fmt", "yuv420p", "-f", "h264"])
+        .arg(out.path())
+        .stdout(Stdio::null())
+        .spawn()
+        .context("starting ffmpeg")?;
+    let mut ffmpeg = Ffmpeg(child);
+    tokio::time::sleep(WARM_UP).await;
+    if let Some(status) = ffmpeg.0.try_wait()? {
+        bail!("ffmpeg exited early: {status}");
+    }
+    let meter = CpuMeter::start(ffmpeg.0.id())?;
+    let size_before = std::fs::metadata(out.path())?.len();
+    tokio::time::sleep(window).await;
+    let cpu = meter.read()?;
+    let bytes = std::fs::metadata(out.path())?.len() - size_before;
+    drop(ffmpeg);
+    Ok(Side {
+        cpu,
+        kbps: bytes as f64 * 8.0 / cpu.wall.as_secs_f64() / 1000.0,
+        fps: None,
+        loss: None,
+    })
+}

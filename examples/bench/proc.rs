@@ -1,0 +1,147 @@
+//! A process's own CPU time and memory, from /proc: what the benchmark charges to camportal and
+//! to ffmpeg, whatever else runs on the machine.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow};
+
+/// CPU time (user + system) a process has used so far, all its threads together.
+pub fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
+    let path = format!("/proc/{pid}/stat");
+    let stat = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    let ticks = parse_stat_ticks(&stat).ok_or_else(|| anyhow!("unexpected {path}: {stat}"))?;
+    Ok(ticks_to_duration(ticks))
+}
+
+/// Resident memory of a process (VmRSS), in bytes.
+pub fn rss_bytes(pid: u32) -> anyhow::Result<u64> {
+    let path = format!("/proc/{pid}/status");
+    let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    parse_vm_rss(&status).ok_or_else(|| anyhow!("no VmRSS in {path}"))
+}
+
+/// utime + stime (fields 14 and 15) of a /proc/<pid>/stat line, in clock ticks. The command
+/// name (field 2) may hold spaces and parentheses, so fields are counted after its last `)`.
+fn parse_stat_ticks(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // After the name: field 3 (state) is fields[0], so field n is fields[n - 3].
+    let utime: u64 = fields.get(14 - 3)?.parse().ok()?;
+    let stime: u64 = fields.get(15 - 3)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+fn parse_vm_rss(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+fn ticks_to_duration(ticks: u64) -> Duration {
+    // SAFETY: sysconf only reads a constant of the system.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let per_second = u64::try_from(per_second)
+        .ok()
+        .filter(|&t| t > 0)
+        .unwrap_or(100);
+    Duration::from_nanos(ticks * 1_000_000_000 / per_second)
+}
+
+/// CPU time of the calling thread (for timing one encoder call at a time).
+pub fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &raw mut ts) };
+    if rc != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// CPU time (user + system) of all children waited for so far.
+pub fn children_cpu_time() -> Duration {
+    // SAFETY: getrusage writes into the struct we own.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &raw mut usage) };
+    if rc != 0 {
+        return Duration::ZERO;
+    }
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// CPU use of one process over a window: start it, then read it.
+pub struct CpuMeter {
+    pid: u32,
+    cpu: Duration,
+    at: Instant,
+}
+
+/// What a window measured.
+#[derive(Debug, Clone, Copy)]
+pub struct CpuUse {
+    pub cpu: Duration,
+    pub wall: Duration,
+}
+
+impl CpuUse {
+    /// In cores: 1.0 is one core busy all the time.
+    pub fn cores(&self) -> f64 {
+        self.cpu.as_secs_f64() / self.wall.as_secs_f64().max(1e-9)
+    }
+}
+
+impl CpuMeter {
+    pub fn start(pid: u32) -> anyhow::Result<CpuMeter> {
+        Ok(CpuMeter {
+            pid,
+            cpu: cpu_time(pid)?,
+            at: Instant::now(),
+        })
+    }
+
+    pub fn read(&self) -> anyhow::Result<CpuUse> {
+        let cpu = cpu_time(self.pid)?;
+        Ok(CpuUse {
+            cpu: cpu.saturating_sub(self.cpu),
+            wall: self.at.elapsed(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_with_a_nasty_name() {
+        let stat = "1234 (my (odd) name) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 \
+                    9 0 1000 123456789 4000 18446744073709551615";
+        assert_eq!(parse_stat_ticks(stat), Some(325));
+        assert_eq!(parse_stat_ticks("garbage"), None);
+    }
+
+    #[test]
+    fn vm_rss() {
+        let status = "Name:\tcamportal\nVmPeak:\t  100 kB\nVmRSS:\t   24576 kB\nThreads:\t9\n";
+        assert_eq!(parse_vm_rss(status), Some(24576 * 1024));
+        assert_eq!(parse_vm_rss("Name:\tx\n"), None);
+    }
+
+    #[test]
+    fn this_process_has_used_some_cpu() {
+        let pid = std::process::id();
+        let spin = Instant::now();
+        let mut x = 0u64;
+        while spin.elapsed() < Duration::from_millis(30) {
+            x = x.wrapping_mul(31).wrapping_add(7);
+        }
+        assert!(x != 1);
+        assert!(cpu_time(pid).expect("own stat") > Duration::ZERO);
+        assert!(rss_bytes(pid).expect("own status") > 0);
+        assert!(thread_cpu_time() > Duration::ZERO);
+    }
+}
