@@ -12,7 +12,8 @@ pub struct MachineInfo {
     pub commit: String,
     pub machine: String,
     pub system: String,
-    pub load: String,
+    /// The machine's CPU busy over a few seconds before the first measurement.
+    pub busy: String,
     pub ffmpeg: String,
     pub chromium: String,
 }
@@ -110,10 +111,8 @@ pub fn describe(root: &Path, quick: bool) -> MachineInfo {
         .map_or_else(String::new, |kib| {
             format!(", {:.0} GiB RAM", kib / 1024.0 / 1024.0)
         });
-    let load = std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
-        .unwrap_or_else(|| "?".to_owned());
+    let busy = crate::proc::machine_busy(std::time::Duration::from_secs(3))
+        .map_or_else(|| "?".to_owned(), |b| format!("{:.0} %", b * 100.0));
     let first_line = |s: Option<String>| {
         s.and_then(|s| s.lines().next().map(str::to_owned))
             .unwrap_or_else(|| "not found".to_owned())
@@ -125,7 +124,7 @@ pub fn describe(root: &Path, quick: bool) -> MachineInfo {
         commit,
         machine: format!("{model}, {cores} cores{mem_gib}"),
         system: first_line(output("uname", &["-srm"])),
-        load,
+        busy,
         ffmpeg: first_line(output("ffmpeg", &["-hide_banner", "-version"])),
         chromium: first_line(output(&chromium.to_string_lossy(), &["--version"])),
     }

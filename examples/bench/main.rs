@@ -2,7 +2,7 @@
 //! MediaMTX) on this machine, in one command that writes a Markdown report.
 //!
 //! ```sh
-//! cargo run --release --example bench            # full run, ~20 min, writes BENCHMARKS.md
+//! cargo run --release --example bench            # full run, ~15 min, writes BENCHMARKS.md
 //! cargo run --release --example bench -- --quick # smoke run, ~3 min, writes target/bench/BENCHMARKS-quick.md
 //! ```
 //!

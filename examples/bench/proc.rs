@@ -31,6 +31,33 @@ fn parse_stat_ticks(stat: &str) -> Option<u64> {
     Some(utime + stime)
 }
 
+/// How busy the whole machine is, 0.0..=1.0 of all cores, over `sample`: the benchmark says in
+/// its report whether it started on a quiet machine. (The load average would still count the
+/// daemon's build that just finished.)
+pub fn machine_busy(sample: Duration) -> Option<f64> {
+    let read = || parse_cpu_line(&std::fs::read_to_string("/proc/stat").ok()?);
+    let (busy0, total0) = read()?;
+    std::thread::sleep(sample);
+    let (busy1, total1) = read()?;
+    let total = total1.checked_sub(total0).filter(|&t| t > 0)?;
+    Some(busy1.saturating_sub(busy0) as f64 / total as f64)
+}
+
+/// (busy, total) ticks of the `cpu` line of /proc/stat; idle and iowait are not busy.
+fn parse_cpu_line(stat: &str) -> Option<(u64, u64)> {
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .ok()?;
+    // user nice system idle iowait irq softirq steal (guest time is already in user).
+    let total: u64 = ticks.iter().take(8).sum();
+    let idle = ticks.get(3)? + ticks.get(4).unwrap_or(&0);
+    Some((total - idle, total))
+}
+
 fn parse_vm_rss(status: &str) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
@@ -129,6 +156,14 @@ mod tests {
         let status = "Name:\tcamportal\nVmPeak:\t  100 kB\nVmRSS:\t   24576 kB\nThreads:\t9\n";
         assert_eq!(parse_vm_rss(status), Some(24576 * 1024));
         assert_eq!(parse_vm_rss("Name:\tx\n"), None);
+    }
+
+    #[test]
+    fn cpu_line() {
+        let stat = "cpu  100 5 50 800 40 3 2 0 0 0\ncpu0 50 2 25 400 20 1 1 0 0 0\n";
+        assert_eq!(parse_cpu_line(stat), Some((160, 1000)));
+        assert_eq!(parse_cpu_line("cpu0 1 2 3\n"), None);
+        assert_eq!(parse_cpu_line("cpu  1 x 3\n"), None);
     }
 
     #[test]

@@ -121,10 +121,10 @@ impl Report {
         t.row(vec!["machine".into(), m.machine.clone()]);
         t.row(vec!["system".into(), m.system.clone()]);
         t.row(vec![
-            "load average at start".into(),
+            "machine CPU busy at start".into(),
             format!(
-                "{} (anything else running skews CPU and latency figures)",
-                m.load
+                "{} of all cores over 3 s (anything else running skews CPU and latency figures)",
+                m.busy
             ),
         ]);
         t.row(vec!["ffmpeg".into(), m.ffmpeg.clone()]);
