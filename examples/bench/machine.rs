@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 
@@ -12,7 +13,7 @@ pub struct MachineInfo {
     pub commit: String,
     pub machine: String,
     pub system: String,
-    /// The machine's CPU busy over a few seconds before the first measurement.
+    /// How busy the machine was over `BUSY_SAMPLE` before the first measurement.
     pub busy: String,
     pub ffmpeg: String,
     pub chromium: String,
@@ -79,6 +80,9 @@ pub fn build_daemon(root: &Path) -> anyhow::Result<PathBuf> {
     Ok(binary)
 }
 
+/// How long the machine's own CPU use is sampled before the run.
+const BUSY_SAMPLE: Duration = Duration::from_secs(3);
+
 pub fn describe(root: &Path, quick: bool) -> MachineInfo {
     let root_arg = root.to_string_lossy().to_string();
     let git = |args: &[&str]| {
@@ -111,8 +115,13 @@ pub fn describe(root: &Path, quick: bool) -> MachineInfo {
         .map_or_else(String::new, |kib| {
             format!(", {:.0} GiB RAM", kib / 1024.0 / 1024.0)
         });
-    let busy = crate::proc::machine_busy(std::time::Duration::from_secs(3))
-        .map_or_else(|| "?".to_owned(), |b| format!("{:.0} %", b * 100.0));
+    let busy = crate::proc::machine_busy(BUSY_SAMPLE).map_or_else(
+        || "?".to_owned(),
+        |b| {
+            let secs = BUSY_SAMPLE.as_secs();
+            format!("{:.0} % of all cores over {secs} s", b * 100.0)
+        },
+    );
     let first_line = |s: Option<String>| {
         s.and_then(|s| s.lines().next().map(str::to_owned))
             .unwrap_or_else(|| "not found".to_owned())

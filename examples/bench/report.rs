@@ -123,7 +123,7 @@ impl Report {
         t.row(vec![
             "machine CPU busy at start".into(),
             format!(
-                "{} of all cores over 3 s (anything else running skews CPU and latency figures)",
+                "{} (anything else running skews CPU and latency figures)",
                 m.busy
             ),
         ]);
