@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use anyhow::Context;
-use camportal::client::{Viewer, ViewerFrame};
+use camportal_viewer::{Viewer, ViewerFrame};
 use clap::Parser;
 
 #[derive(Parser)]

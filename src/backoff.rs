@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 #[derive(Debug, Clone)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     first: Duration,
     cap: Duration,
     /// A run at least this long counts as healthy and resets the sequence.
@@ -14,7 +14,7 @@ pub struct Backoff {
 }
 
 impl Backoff {
-    pub fn new(first: Duration, cap: Duration, healthy_after: Duration) -> Self {
+    pub(crate) fn new(first: Duration, cap: Duration, healthy_after: Duration) -> Self {
         Self {
             first,
             cap,
@@ -24,7 +24,7 @@ impl Backoff {
     }
 
     /// A child failed after running for `ran`: how long to wait before restarting it.
-    pub fn next_delay(&mut self, ran: Duration) -> Duration {
+    pub(crate) fn next_delay(&mut self, ran: Duration) -> Duration {
         if ran >= self.healthy_after {
             self.failures = 0;
         }
@@ -37,7 +37,8 @@ impl Backoff {
     }
 
     /// Failures since the last healthy run.
-    pub fn failures(&self) -> u32 {
+    #[cfg(test)]
+    fn failures(&self) -> u32 {
         self.failures
     }
 }

@@ -4,7 +4,6 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -14,14 +13,14 @@ use tokio::task::JoinHandle;
 use tracing::info;
 
 use crate::config::ServerConfig;
+use crate::path::Directory;
 use crate::status::StatusBoard;
 use crate::supervisor::{RootArgs, RootMsg, RootSupervisor};
 use crate::watcher::{ConfigWatcher, WatcherArgs, WatcherMsg};
-use crate::whep::Whep;
 use crate::whep::addresses;
 use crate::whep::peer::IceAddresses;
-use crate::whep::sessions::Sessions;
 use crate::whep::udp_mux::UdpMux;
+use crate::whep::{Sessions, Whep};
 
 pub struct Settings {
     pub config_dir: PathBuf,
@@ -43,11 +42,8 @@ pub struct Daemon {
 /// bounds a broken start.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Gives each daemon in a process its own actor-name scope.
-static NEXT_SCOPE: AtomicU64 = AtomicU64::new(1);
-
 pub async fn start(settings: Settings) -> anyhow::Result<Daemon> {
-    crate::viewer::init_rtp_clock();
+    crate::whep::init_rtp_clock();
     let server = &settings.server;
     // Refuse to start on a directory that is not there (a typo in --config-dir); once running,
     // a directory that vanishes keeps every path as it is (see `config::reconcile`).
@@ -68,14 +64,14 @@ pub async fn start(settings: Settings) -> anyhow::Result<Daemon> {
 
     let board = StatusBoard::default();
     let sessions = Sessions::default();
-    let scope = format!("d{}", NEXT_SCOPE.fetch_add(1, Ordering::Relaxed));
+    let directory = Directory::default();
     let (root, _) = Actor::spawn(
         None,
         RootSupervisor,
         RootArgs {
-            scope: scope.clone(),
             config_dir: settings.config_dir.clone(),
             board: board.clone(),
+            directory: directory.clone(),
             sessions: sessions.clone(),
         },
     )
@@ -86,12 +82,15 @@ pub async fn start(settings: Settings) -> anyhow::Result<Daemon> {
         .map_err(|err| anyhow::anyhow!("cannot configure paths: {err}"))?
         .success_or(())
         .map_err(|()| anyhow::anyhow!("the paths did not start within {START_TIMEOUT:?}"))?;
+    let reload_root = root.clone();
     let (watcher, _) = Actor::spawn(
         None,
         ConfigWatcher,
         WatcherArgs {
             dir: settings.config_dir.clone(),
-            root: root.clone(),
+            reload: Box::new(move |why| {
+                let _ = reload_root.send_message(RootMsg::Reload(why));
+            }),
         },
     )
     .await
@@ -102,8 +101,8 @@ pub async fn start(settings: Settings) -> anyhow::Result<Daemon> {
         addresses: IceAddresses { candidates },
         sessions,
         board: board.clone(),
+        directory,
         root: root.get_cell(),
-        scope,
         ice_servers: server.ice_servers.clone(),
     };
     let listener = tokio::net::TcpListener::bind(server.http_address)

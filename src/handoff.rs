@@ -5,7 +5,7 @@
 use std::sync::{Condvar, Mutex, PoisonError};
 use std::time::Duration;
 
-pub struct Latest<T> {
+pub(crate) struct Latest<T> {
     slot: Mutex<Slot<T>>,
     ready: Condvar,
 }
@@ -19,7 +19,7 @@ struct Slot<T> {
 
 /// What [`Latest::take`] found.
 #[derive(Debug, PartialEq)]
-pub enum Taken<T> {
+pub(crate) enum Taken<T> {
     Item(T),
     TimedOut,
     Closed,
@@ -45,7 +45,7 @@ impl<T> Latest<T> {
     }
 
     /// Puts an item, replacing one the consumer has not taken yet.
-    pub fn put(&self, item: T) {
+    pub(crate) fn put(&self, item: T) {
         let mut slot = self.lock();
         if slot.item.replace(item).is_some() {
             slot.dropped += 1;
@@ -54,7 +54,7 @@ impl<T> Latest<T> {
     }
 
     /// Waits up to `timeout` for an item.
-    pub fn take(&self, timeout: Duration) -> Taken<T> {
+    pub(crate) fn take(&self, timeout: Duration) -> Taken<T> {
         let slot = self.lock();
         let (mut slot, _) = self
             .ready
@@ -68,12 +68,13 @@ impl<T> Latest<T> {
     }
 
     /// Wakes the consumer for good: it gets what is left, then `Closed`.
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         self.lock().closed = true;
         self.ready.notify_all();
     }
 
-    pub fn dropped(&self) -> u64 {
+    #[cfg(test)]
+    fn dropped(&self) -> u64 {
         self.lock().dropped
     }
 }

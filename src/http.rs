@@ -81,7 +81,7 @@ async fn api_viewers(State(whep): State<Whep>) -> Response {
     Json(viewers).into_response()
 }
 
-pub fn router(whep: Whep) -> Router {
+pub(crate) fn router(whep: Whep) -> Router {
     // A player on another origin may use WHEP: it must see Location (to DELETE) and Link.
     let cors = CorsLayer::new()
         .allow_origin(Any)

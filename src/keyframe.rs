@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
+pub(crate) enum Decision {
     /// Force a keyframe now.
     Now,
     /// Force one after this delay (schedule a wake-up, then call [`KeyframePolicy::fire`]).
@@ -16,14 +16,14 @@ pub enum Decision {
 }
 
 #[derive(Debug, Clone)]
-pub struct KeyframePolicy {
+pub(crate) struct KeyframePolicy {
     min_interval: Duration,
     last_forced: Option<Instant>,
     scheduled: bool,
 }
 
 impl KeyframePolicy {
-    pub fn new(min_interval: Duration) -> Self {
+    pub(crate) fn new(min_interval: Duration) -> Self {
         Self {
             min_interval,
             last_forced: None,
@@ -31,7 +31,7 @@ impl KeyframePolicy {
         }
     }
 
-    pub fn request(&mut self, now: Instant) -> Decision {
+    pub(crate) fn request(&mut self, now: Instant) -> Decision {
         if self.scheduled {
             return Decision::Merged;
         }
@@ -48,7 +48,7 @@ impl KeyframePolicy {
     }
 
     /// The scheduled wake-up came: force the keyframe that was merged into it.
-    pub fn fire(&mut self, now: Instant) -> bool {
+    pub(crate) fn fire(&mut self, now: Instant) -> bool {
         if !self.scheduled {
             return false;
         }

@@ -2,27 +2,39 @@
 //! browser elsewhere on the private network, over WebRTC (WHEP).
 //!
 //! The flow of a picture: a path's source (`source/`) → newest-wins hand-off (`handoff`) →
-//! encoder (`encoder`) → fan-out (`path::broadcaster`) → viewers (`viewer`), each a peer
-//! connection driven over one shared UDP port (`whep::udp_mux`). Actors (`supervisor`, `path`,
-//! `viewer`) carry control; frames never pass through their mailboxes.
+//! encoder (`encoder`) → fan-out (`path/broadcaster`) → viewers (`whep/viewer`), each a peer
+//! connection driven over one shared UDP port (`whep/udp_mux`). Actors (`supervisor`, `path/`,
+//! `whep/viewer`) carry control; frames never pass through their mailboxes.
+//!
+//! The rooms: `config/` (models, loading, the reload difference), `supervisor` (the root actor),
+//! `watcher` (signals changes of `config.d/`), `path/` (a path's actor and children), `source/`
+//! (where pictures come from), `encoder` (openh264), `rtp/` (H.264 and RTP facts shared by the
+//! protocols), `whep/` (WHEP, viewers, the UDP port), `http` (router, pages, status API),
+//! `status` (what the API shows), `daemon` (start and stop).
+//!
+//! Public is only what the binary, the tests, the benchmark and the test viewers
+//! (`camportal-viewer`) use, so that the compiler finds what nothing uses.
 
-pub mod backoff;
-pub mod client;
+#![deny(unreachable_pub)]
+
+mod backoff;
 pub mod config;
 pub mod daemon;
-pub mod decoder;
 pub mod devices;
 pub mod encoder;
 pub mod frame;
-pub mod handoff;
-pub mod http;
-pub mod keyframe;
-pub mod light_viewer;
-pub mod path;
-pub mod source;
+mod handoff;
+mod http;
+mod keyframe;
+mod path;
+pub mod rtp;
+mod source;
 pub mod stamp;
 pub mod status;
-pub mod supervisor;
-pub mod viewer;
-pub mod watcher;
-pub mod whep;
+mod supervisor;
+mod watcher;
+mod whep;
+
+pub use path::is_offline_picture;
+pub use source::testsrc::TestSrc;
+pub use whep::CONNECT_TIMEOUT;

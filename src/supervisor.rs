@@ -12,15 +12,14 @@ use tracing::{error, info, warn};
 
 use crate::backoff::Backoff;
 use crate::config::{self, ConfigError, PathConfig, PathConfigs, PathName};
-use crate::path::{PathActor, PathArgs, PathMsg};
+use crate::path::{Directory, PathActor, PathArgs, PathMsg};
 use crate::status::{ConfigProblem, PathState, StatusBoard};
-use crate::viewer::ViewerMsg;
-use crate::whep::sessions::Sessions;
+use crate::whep::Sessions;
 
 /// How long a path gets to stop (its children stop first) before the root goes on without it.
 const PATH_STOP_TIMEOUT: Duration = Duration::from_secs(2);
 
-pub enum RootMsg {
+pub(crate) enum RootMsg {
     /// Read `config.d/` again and apply what changed. The reason (start-up, file change, SIGHUP,
     /// rescan) goes into the log.
     Reload(&'static str),
@@ -32,10 +31,11 @@ pub enum RootMsg {
     RestartPath(String),
 }
 
-pub struct RootArgs {
-    pub scope: String,
+pub(crate) struct RootArgs {
     pub config_dir: PathBuf,
     pub board: StatusBoard,
+    /// Where viewers find each path's broadcaster: the root lists and unlists paths in it.
+    pub directory: Directory,
     pub sessions: Sessions,
 }
 
@@ -46,7 +46,7 @@ struct RunningPath {
     backoff: Backoff,
 }
 
-pub struct RootState {
+pub(crate) struct RootState {
     args: RootArgs,
     paths: HashMap<String, RunningPath>,
     /// Paths listed as failed because their file is broken and they never had a good one.
@@ -70,9 +70,9 @@ impl RootState {
             return;
         };
         let args = PathArgs {
-            scope: self.args.scope.clone(),
             config: entry.config.clone(),
             board: self.args.board.clone(),
+            directory: self.args.directory.clone(),
         };
         entry.since = Instant::now();
         match Actor::spawn_linked(None, PathActor, args, myself.get_cell()).await {
@@ -84,7 +84,7 @@ impl RootState {
         }
     }
 
-    /// Stops a path's actor and waits for it, so that its broadcaster's name is free again.
+    /// Stops a path's actor and waits for it, so that its camera is free again for a new one.
     /// The entry forgets the actor first: its ending is asked for, not a failure to restart.
     async fn stop_path(&mut self, name: &str, reason: &str) {
         let Some(actor) = self.paths.get_mut(name).and_then(|p| p.actor.take()) else {
@@ -124,15 +124,14 @@ impl RootState {
             .map(|(name, _)| name.clone())
     }
 
-    /// Closes the sessions of a path's viewers, telling them why.
-    fn close_viewers(&self, path: &str, reason: &str) {
-        for session in self.args.sessions.all() {
-            if session.path == path {
-                let _ = session
-                    .viewer
-                    .send_message(ViewerMsg::Close(reason.to_owned()));
-            }
-        }
+    /// A path leaves the configuration: out of the status and the directory, and its viewers
+    /// are closed and told why.
+    fn unlist(&self, path: &str) {
+        self.args.board.remove_path(path);
+        self.args.directory.unlist(path);
+        self.args
+            .sessions
+            .close_path(path, "the path was removed from the configuration");
     }
 
     /// Loads `config.d/` and brings the running paths in line with it, touching only the paths
@@ -144,15 +143,9 @@ impl RootState {
         let diff = config::diff(&running, &reconciled.desired);
         // What each path's file says is wrong, for the paths that run on despite it.
         let file_errors: HashMap<String, String> = reconciled
-            .errors
+            .kept
             .iter()
-            .filter_map(|err| {
-                let name = config::path_name_of(&err.file).ok()?;
-                reconciled
-                    .kept
-                    .contains(&name)
-                    .then(|| (name.to_string(), err.to_string()))
-            })
+            .map(|(name, err)| (name.to_string(), err.to_string()))
             .collect();
         self.show_errors(reconciled.errors);
 
@@ -161,8 +154,7 @@ impl RootState {
             self.stop_path(name.as_str(), "removed from the configuration")
                 .await;
             self.paths.remove(name.as_str());
-            self.args.board.remove_path(name.as_str());
-            self.close_viewers(name.as_str(), "the path was removed from the configuration");
+            self.unlist(name.as_str());
         }
         for config in diff.restarted {
             let name = config.name.to_string();
@@ -191,6 +183,7 @@ impl RootState {
             let name = config.name.to_string();
             info!(path = %name, action = "added", reason = why, "reload");
             self.invalid.remove(&config.name);
+            self.args.directory.list(&name);
             self.paths.insert(
                 name.clone(),
                 RunningPath {
@@ -202,13 +195,13 @@ impl RootState {
             );
             self.start_path(myself, &name).await;
         }
-        for name in &reconciled.kept {
+        for (name, _) in &reconciled.kept {
             if !self.invalid_kept.contains(name) {
                 warn!(path = %name, action = "rejected", reason = why,
                       "reload: the path's file has an error; it keeps its last good configuration");
             }
         }
-        self.invalid_kept = reconciled.kept.into_iter().collect();
+        self.invalid_kept = reconciled.kept.into_iter().map(|(name, _)| name).collect();
         for name in self.paths.keys() {
             let error = file_errors.get(name).cloned();
             self.args
@@ -246,13 +239,15 @@ impl RootState {
         let now: BTreeSet<PathName> = failed.iter().map(|(name, _)| name.clone()).collect();
         for gone in self.invalid.difference(&now) {
             if !self.paths.contains_key(gone.as_str()) {
-                self.args.board.remove_path(gone.as_str());
+                self.unlist(gone.as_str());
             }
         }
         for (name, err) in failed {
             if !self.invalid.contains(&name) {
                 warn!(path = %name, action = "rejected", "reload: the path's file has an error");
             }
+            // Listed, so that its viewers wait for it to be fixed.
+            self.args.directory.list(name.as_str());
             self.args.board.set_path(crate::status::PathStatus::invalid(
                 name.as_str(),
                 err.to_string(),
@@ -262,7 +257,7 @@ impl RootState {
     }
 }
 
-pub struct RootSupervisor;
+pub(crate) struct RootSupervisor;
 
 impl Actor for RootSupervisor {
     type Msg = RootMsg;
@@ -330,11 +325,7 @@ impl Actor for RootSupervisor {
         myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        for session in state.args.sessions.all() {
-            let _ = session
-                .viewer
-                .send_message(ViewerMsg::Close("the server is shutting down".into()));
-        }
+        state.args.sessions.close_all("the server is shutting down");
         state.paths.clear();
         myself
             .stop_children_and_wait(None, Some(Duration::from_millis(1500)))

@@ -1,6 +1,6 @@
-//! The config watcher: notices that `config.d/` changed and tells the root supervisor to
-//! reload it. It only signals; the reload itself (`supervisor.rs`) reads the directory and
-//! tolerates half-written and broken files.
+//! The config watcher: notices that `config.d/` changed and asks for a reload (the daemon passes
+//! it the root supervisor's). It only signals; the reload itself (`supervisor.rs`) reads the
+//! directory and tolerates half-written and broken files.
 //!
 //! Editors save in many ways — write in place, write a temp file and rename it over, leave swap
 //! and backup files — and one save is a burst of events. Events are filtered to path files
@@ -18,15 +18,17 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tracing::{debug, warn};
 
 use crate::config::is_config_file_name;
-use crate::supervisor::RootMsg;
+
+/// Asks for a reload of the directory, saying why ("file change", "rescan").
+pub(crate) type Reload = Box<dyn Fn(&'static str) + Send + Sync>;
 
 /// Quiet time after the last event of a burst before reloading: long enough for an editor's
 /// save (write, rename, chmod), short enough that a dropped file plays within a second.
-pub const DEBOUNCE: Duration = Duration::from_millis(100);
+pub(crate) const DEBOUNCE: Duration = Duration::from_millis(100);
 /// How often the directory is read again whatever the watch says.
-pub const RESCAN_INTERVAL: Duration = Duration::from_secs(30);
+pub(crate) const RESCAN_INTERVAL: Duration = Duration::from_secs(30);
 
-pub enum WatcherMsg {
+pub(crate) enum WatcherMsg {
     /// Something changed at these paths (from notify's thread).
     Changed(Vec<PathBuf>),
     /// The watch itself reported an error (e.g. the inotify queue overflowed).
@@ -37,14 +39,14 @@ pub enum WatcherMsg {
     Rescan,
 }
 
-pub struct WatcherArgs {
+pub(crate) struct WatcherArgs {
     pub dir: PathBuf,
-    pub root: ActorRef<RootMsg>,
+    pub reload: Reload,
 }
 
-pub struct WatcherState {
+pub(crate) struct WatcherState {
     dir: PathBuf,
-    root: ActorRef<RootMsg>,
+    reload: Reload,
     watcher: RecommendedWatcher,
     /// Whether `dir` itself is watched (it may not exist for a while).
     armed: bool,
@@ -87,7 +89,7 @@ fn kind_matters(kind: &EventKind) -> bool {
 /// Whether a change at `changed` concerns the config directory `dir`: the directory itself
 /// (removed, created, renamed) or a path file directly in it. Editor debris, hidden files and
 /// anything in subdirectories do not.
-pub fn path_matters(dir: &Path, changed: &Path) -> bool {
+pub(crate) fn path_matters(dir: &Path, changed: &Path) -> bool {
     if changed == dir {
         return true;
     }
@@ -98,7 +100,7 @@ pub fn path_matters(dir: &Path, changed: &Path) -> bool {
             .is_some_and(is_config_file_name)
 }
 
-pub struct ConfigWatcher;
+pub(crate) struct ConfigWatcher;
 
 impl Actor for ConfigWatcher {
     type Msg = WatcherMsg;
@@ -131,7 +133,7 @@ impl Actor for ConfigWatcher {
         }
         let mut state = WatcherState {
             dir,
-            root: args.root,
+            reload: args.reload,
             watcher,
             armed: false,
             generation: 0,
@@ -166,12 +168,12 @@ impl Actor for ConfigWatcher {
             }
             WatcherMsg::Quiet(generation) => {
                 if generation == state.generation {
-                    let _ = state.root.send_message(RootMsg::Reload("file change"));
+                    (state.reload)("file change");
                 }
             }
             WatcherMsg::Rescan => {
                 state.arm();
-                let _ = state.root.send_message(RootMsg::Reload("rescan"));
+                (state.reload)("rescan");
             }
         }
         Ok(())

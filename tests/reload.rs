@@ -5,8 +5,8 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use camportal::client::{Viewer, ViewerFrame};
 use camportal::status::PathState;
+use camportal_viewer::{Viewer, ViewerFrame};
 use support::TestDaemon;
 use tokio::sync::oneshot;
 

@@ -13,8 +13,8 @@ mod support;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
-use camportal::client::Viewer;
-use camportal::path::offline::is_offline_picture;
+use camportal::is_offline_picture;
+use camportal_viewer::Viewer;
 use support::vivid::Guest;
 use tokio::sync::oneshot;
 use tokio::task::block_in_place;

@@ -124,7 +124,7 @@ async fn a_viewer_that_never_connects_is_cleaned_up() {
     assert_eq!(test.viewer_count().await, 1);
 
     let started = std::time::Instant::now();
-    let deadline = camportal::viewer::CONNECT_TIMEOUT + std::time::Duration::from_secs(10);
+    let deadline = camportal::CONNECT_TIMEOUT + std::time::Duration::from_secs(10);
     while test.viewer_count().await != 0 {
         assert!(
             started.elapsed() < deadline,

@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use camportal::light_viewer::LightViewer;
+use camportal_viewer::LightViewer;
 use support::{TestDaemon, small_path};
 
 const VIEWERS: usize = 12;

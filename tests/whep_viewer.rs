@@ -5,7 +5,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use camportal::client::Viewer;
+use camportal_viewer::Viewer;
 use support::{TestDaemon, small_path};
 
 const FRAME_TIMEOUT: Duration = Duration::from_secs(10);

@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use anyhow::Context;
+use camportal::TestSrc;
 use camportal::frame::{CaptureTime, RawFrame};
-use camportal::source::testsrc::TestSrc;
 use camportal::stamp;
 
 /// Bump when the content changes, so old clips are not reused.

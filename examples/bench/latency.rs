@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, anyhow};
-use camportal::client::Viewer;
+use camportal_viewer::Viewer;
 
 use crate::Bench;
 use crate::chromium::Chromium;

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use camportal::light_viewer::LightViewer;
+use camportal_viewer::LightViewer;
 
 use crate::Bench;
 use crate::daemon::Daemon;

@@ -6,7 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use camportal::light_viewer::LightViewer;
+use camportal_viewer::LightViewer;
 
 use crate::daemon::{self, Daemon};
 use crate::proc::{CpuMeter, CpuUse};

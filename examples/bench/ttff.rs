@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
-use camportal::client::Viewer;
+use camportal_viewer::Viewer;
 
 use crate::chromium::Chromium;
 use crate::daemon::{self, Daemon};

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use camportal::light_viewer::{LightStats, LightViewer};
+use camportal_viewer::{LightStats, LightViewer};
 
 use crate::daemon::{self, Daemon};
 use crate::pipeline::wait_for_frames;

@@ -12,11 +12,11 @@ use super::load::LoadedPaths;
 use super::name::PathName;
 use super::path::{PathConfig, path_name_of};
 
-pub type PathConfigs = BTreeMap<PathName, PathConfig>;
+pub(crate) type PathConfigs = BTreeMap<PathName, PathConfig>;
 
 /// How a changed path takes its new configuration.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Change {
+pub(super) enum Change {
     /// The running encoder takes it: no restart, no keyframe, no frame lost.
     Live,
     /// The path's pipeline is rebuilt; its viewers stay connected and continue at a keyframe.
@@ -26,7 +26,7 @@ pub enum Change {
 /// Whether `new` can be applied to a path running `old` without rebuilding its pipeline. Only
 /// the encoder's rate settings can change under it; the source, the picture size and the frame
 /// rate shape everything downstream.
-pub fn classify(old: &PathConfig, new: &PathConfig) -> Change {
+pub(super) fn classify(old: &PathConfig, new: &PathConfig) -> Change {
     let (a, b) = (&old.encoding, &new.encoding);
     let same_pipeline =
         old.source == new.source && (a.width, a.height, a.fps) == (b.width, b.height, b.fps);
@@ -39,7 +39,7 @@ pub fn classify(old: &PathConfig, new: &PathConfig) -> Change {
 
 /// The difference between the paths that run and the paths that should.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct ConfigDiff {
+pub(crate) struct ConfigDiff {
     pub added: Vec<PathConfig>,
     pub removed: Vec<PathName>,
     pub restarted: Vec<PathConfig>,
@@ -49,7 +49,8 @@ pub struct ConfigDiff {
 
 impl ConfigDiff {
     /// Nothing to do.
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
         self.added.is_empty()
             && self.removed.is_empty()
             && self.restarted.is_empty()
@@ -58,7 +59,7 @@ impl ConfigDiff {
 }
 
 /// Compares what runs (`old`) with what should (`new`), by value.
-pub fn diff(old: &PathConfigs, new: &PathConfigs) -> ConfigDiff {
+pub(crate) fn diff(old: &PathConfigs, new: &PathConfigs) -> ConfigDiff {
     let mut out = ConfigDiff::default();
     for (name, config) in new {
         match old.get(name) {
@@ -80,12 +81,13 @@ pub fn diff(old: &PathConfigs, new: &PathConfigs) -> ConfigDiff {
 
 /// The outcome of a reload before it is applied.
 #[derive(Debug, Default)]
-pub struct Reconciled {
+pub(crate) struct Reconciled {
     /// The paths that should run: every good file's, plus the last good configuration of each
     /// path whose file is now broken.
     pub desired: PathConfigs,
-    /// Paths whose file is broken and which keep running on their last good configuration.
-    pub kept: Vec<PathName>,
+    /// Paths whose file is broken and which keep running on their last good configuration,
+    /// each with its file's (first) error.
+    pub kept: Vec<(PathName, ConfigError)>,
     /// Paths whose file is broken and that never had a good configuration: listed as failed.
     pub failed: Vec<(PathName, ConfigError)>,
     /// Every problem found, in file order (also those already counted above).
@@ -94,14 +96,18 @@ pub struct Reconciled {
 
 /// Decides what should run after loading the directory again. `running` is what runs now;
 /// `loaded` is `Err` when the directory itself could not be read (removed, say): then every
-/// path keeps what it has, since an empty directory and a missing one are not the same thing.
-pub fn reconcile(running: &PathConfigs, loaded: Result<LoadedPaths, ConfigError>) -> Reconciled {
+/// path keeps what it has, since an empty directory and a missing one are not the same thing
+/// (and no path's own file is to blame, so none is listed as kept).
+pub(crate) fn reconcile(
+    running: &PathConfigs,
+    loaded: Result<LoadedPaths, ConfigError>,
+) -> Reconciled {
     let loaded = match loaded {
         Ok(loaded) => loaded,
         Err(err) => {
             return Reconciled {
                 desired: running.clone(),
-                kept: running.keys().cloned().collect(),
+                kept: Vec::new(),
                 failed: Vec::new(),
                 errors: vec![err],
             };
@@ -119,7 +125,7 @@ pub fn reconcile(running: &PathConfigs, loaded: Result<LoadedPaths, ConfigError>
             continue;
         };
         if out.desired.contains_key(&name)
-            || out.kept.contains(&name)
+            || out.kept.iter().any(|(n, _)| *n == name)
             || out.failed.iter().any(|(n, _)| *n == name)
         {
             continue;
@@ -127,7 +133,7 @@ pub fn reconcile(running: &PathConfigs, loaded: Result<LoadedPaths, ConfigError>
         match running.get(&name) {
             Some(last_good) => {
                 out.desired.insert(name.clone(), last_good.clone());
-                out.kept.push(name);
+                out.kept.push((name, err.clone()));
             }
             None => out.failed.push((name, err.clone())),
         }
@@ -154,6 +160,10 @@ mod tests {
 
     fn names(list: &[PathName]) -> Vec<&str> {
         list.iter().map(PathName::as_str).collect()
+    }
+
+    fn kept_names(r: &Reconciled) -> Vec<&str> {
+        r.kept.iter().map(|(name, _)| name.as_str()).collect()
     }
 
     fn config_names(list: &[PathConfig]) -> Vec<&str> {
@@ -243,7 +253,7 @@ mod tests {
         let running = configs(&[("a", BASE), ("b", BASE)]);
         let r = reconcile(&running, Ok(loaded(&[("b", BASE)], &["config.d/a.yml"])));
         assert_eq!(r.desired, running);
-        assert_eq!(names(&r.kept), ["a"]);
+        assert_eq!(kept_names(&r), ["a"]);
         assert!(r.failed.is_empty());
         assert_eq!(r.errors.len(), 1);
         assert!(diff(&running, &r.desired).is_empty());
@@ -267,7 +277,7 @@ mod tests {
             Ok(loaded(&[], &["config.d/a.yaml", "config.d/a.yml"])),
         );
         assert_eq!(r.desired, running);
-        assert_eq!(names(&r.kept), ["a"]);
+        assert_eq!(kept_names(&r), ["a"]);
         assert_eq!(r.errors.len(), 2);
     }
 
@@ -291,7 +301,7 @@ mod tests {
             Err(ConfigError::new(Path::new("config.d"), "cannot read")),
         );
         assert_eq!(r.desired, running);
-        assert_eq!(names(&r.kept), ["a", "b"]);
+        assert!(r.kept.is_empty() && r.failed.is_empty());
         assert_eq!(r.errors.len(), 1);
     }
 

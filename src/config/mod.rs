@@ -11,13 +11,16 @@ mod server;
 mod source;
 mod units;
 
-pub use diff::{Change, ConfigDiff, PathConfigs, Reconciled, classify, diff, reconcile};
+// What the binary and the tests use; the rest is the daemon's own.
 pub use error::ConfigError;
 pub use load::{LoadedPaths, load_paths_dir};
-pub use name::{PathName, is_config_file_name};
-pub use path::{EncodingConfig, PathConfig, parse_path_file, path_name_of};
-pub use server::{
-    IceServer, ServerConfig, load_server_file, parse_address, parse_log_level, parse_server_file,
+pub use path::{PathConfig, parse_path_file};
+pub use server::{ServerConfig, load_server_file, parse_address, parse_log_level};
+
+pub(crate) use diff::{PathConfigs, diff, reconcile};
+pub(crate) use name::{PathName, is_config_file_name};
+pub(crate) use path::EncodingConfig;
+pub(crate) use server::IceServer;
+pub(crate) use source::{
+    CaptureFormat, DeviceMatch, DeviceSelector, SourceConfig, UsbId, V4l2Config,
 };
-pub use source::{CaptureFormat, DeviceMatch, DeviceSelector, SourceConfig, UsbId, V4l2Config};
-pub use units::format_bitrate;

@@ -76,7 +76,7 @@ impl Borrow<str> for PathName {
 /// neither hidden nor editor debris (`~` backups, `.swp`, emacs `.#lock` files). A file that
 /// passes but has a bad stem (e.g. `_x.yml`) still counts, so that the user gets an error
 /// about it instead of silence.
-pub fn is_config_file_name(name: &str) -> bool {
+pub(crate) fn is_config_file_name(name: &str) -> bool {
     let junk = name.starts_with('.') // hidden, also vim `.x.yml.swp` and emacs `.#x.yml`
         || name.ends_with('~')
         || name.ends_with(".swp");
@@ -85,7 +85,7 @@ pub fn is_config_file_name(name: &str) -> bool {
 
 /// The stem of a path file name (`cam1.yml` → `cam1`), or `None` if the extension is not one
 /// of ours.
-pub fn config_stem(name: &str) -> Option<&str> {
+pub(super) fn config_stem(name: &str) -> Option<&str> {
     EXTENSIONS.iter().find_map(|ext| name.strip_suffix(ext))
 }
 

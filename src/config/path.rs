@@ -90,7 +90,7 @@ pub fn parse_path_file(file: &Path, text: &str) -> Result<PathConfig, ConfigErro
 }
 
 /// The path name a file defines: `config.d/cam1.yml` → `cam1`.
-pub fn path_name_of(file: &Path) -> Result<PathName, ConfigError> {
+pub(super) fn path_name_of(file: &Path) -> Result<PathName, ConfigError> {
     let file_name = file
         .file_name()
         .and_then(|n| n.to_str())

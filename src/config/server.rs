@@ -78,7 +78,7 @@ pub fn load_server_file(file: &Path) -> Result<ServerConfig, ConfigError> {
 }
 
 /// Parses the text of the server file `file` (named in errors only).
-pub fn parse_server_file(file: &Path, text: &str) -> Result<ServerConfig, ConfigError> {
+pub(super) fn parse_server_file(file: &Path, text: &str) -> Result<ServerConfig, ConfigError> {
     let parsed: Option<ServerConfig> =
         serde_yaml::from_str(text).map_err(|e| ConfigError::from_yaml(file, &e))?;
     Ok(parsed.unwrap_or_default())

@@ -258,7 +258,7 @@ fn with_kind<'de, D: Deserializer<'de>>(
 /// Here, when `type:` comes first, as in all examples, the remaining keys stream straight into
 /// the variant's struct and every error keeps serde_yaml's exact line. Otherwise we buffer
 /// too: correct, with coarser locations.
-pub fn deserialize_source<'de, D: Deserializer<'de>>(
+pub(super) fn deserialize_source<'de, D: Deserializer<'de>>(
     deserializer: D,
 ) -> Result<SourceConfig, D::Error> {
     deserializer.deserialize_any(SourceVisitor)

@@ -14,7 +14,7 @@ use serde::de::{self, Visitor};
 
 /// An unsigned integer in `range`, optionally required to be even (picture dimensions: I420
 /// chroma planes are half size).
-pub fn deserialize_u32_in<'de, D: Deserializer<'de>>(
+pub(super) fn deserialize_u32_in<'de, D: Deserializer<'de>>(
     deserializer: D,
     range: RangeInclusive<u32>,
     even: bool,
@@ -74,11 +74,13 @@ impl Visitor<'_> for RangedU32 {
 }
 
 /// Limits of the `bitrate` key, in bit/s.
-pub const BITRATE_RANGE: RangeInclusive<u32> = 100_000..=20_000_000;
+pub(super) const BITRATE_RANGE: RangeInclusive<u32> = 100_000..=20_000_000;
 
 /// A bit rate: an integer in bit/s, or a string with an optional `k` (10³) or `M` (10⁶)
 /// suffix: `800k`, `2M`, `2.5M`.
-pub fn deserialize_bitrate<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
+pub(super) fn deserialize_bitrate<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<u32, D::Error> {
     deserializer.deserialize_any(BitrateVisitor)
 }
 
@@ -132,7 +134,7 @@ impl Visitor<'_> for BitrateVisitor {
 }
 
 /// `2000000` → `2M`, `800000` → `800k`, for messages.
-pub fn format_bitrate(bps: u32) -> String {
+pub(crate) fn format_bitrate(bps: u32) -> String {
     if bps.is_multiple_of(1_000_000) {
         format!("{}M", bps / 1_000_000)
     } else if bps.is_multiple_of(1_000) {
@@ -143,11 +145,11 @@ pub fn format_bitrate(bps: u32) -> String {
 }
 
 /// Limits of the `keyframeInterval` key.
-pub const KEYFRAME_INTERVAL_RANGE: RangeInclusive<Duration> =
+pub(super) const KEYFRAME_INTERVAL_RANGE: RangeInclusive<Duration> =
     Duration::from_millis(100)..=Duration::from_secs(60);
 
 /// A duration: a number of seconds, or a string `"2s"`, `"1.5s"`, `"500ms"`.
-pub fn deserialize_keyframe_interval<'de, D: Deserializer<'de>>(
+pub(super) fn deserialize_keyframe_interval<'de, D: Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Duration, D::Error> {
     deserializer.deserialize_any(DurationVisitor {

@@ -10,29 +10,25 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use rtc::rtp::codec::h264::H264Payloader;
-use rtc::rtp::packetizer::Payloader;
 use tokio::sync::broadcast;
 use tracing::{debug, warn};
 
+use super::directory::Directory;
 use crate::frame::{AccessUnit, CaptureTime};
 use crate::keyframe::{Decision, KeyframePolicy};
+use crate::rtp::abs_capture_time;
+use crate::rtp::h264::Packetizer;
 use crate::status::StatusBoard;
-use crate::whep::abs_capture_time;
 
 /// Frames a viewer may fall behind before it starts losing them (about 250 ms at 30 fps).
-pub const RING_FRAMES: usize = 8;
-/// RTP payload size: leaves room for RTP/SRTP/UDP/IP headers under a 1280-byte path MTU.
-const RTP_PAYLOAD_MTU: usize = 1150;
+pub(super) const RING_FRAMES: usize = 8;
 /// Keyframe requests closer together than this are merged (see `keyframe.rs`).
 const KEYFRAME_MIN_INTERVAL: Duration = Duration::from_millis(300);
 
 /// One encoded picture, packetized once for all viewers.
 #[derive(Debug)]
-pub struct VideoFrame {
+pub(crate) struct VideoFrame {
     pub keyframe: bool,
-    pub width: u32,
-    pub height: u32,
     pub capture: CaptureTime,
     /// The `abs-capture-time` header extension's payload for this picture.
     pub abs_capture_time: Bytes,
@@ -41,9 +37,9 @@ pub struct VideoFrame {
 }
 
 /// The data-plane half, shared by the encoder (publishes) and the broadcaster actor.
-pub struct Fanout {
+pub(super) struct Fanout {
     frames: broadcast::Sender<Arc<VideoFrame>>,
-    payloader: Mutex<H264Payloader>,
+    packetizer: Mutex<Packetizer>,
     force_keyframe: AtomicBool,
 }
 
@@ -51,7 +47,7 @@ impl Default for Fanout {
     fn default() -> Self {
         Self {
             frames: broadcast::channel(RING_FRAMES).0,
-            payloader: Mutex::new(H264Payloader::default()),
+            packetizer: Mutex::new(Packetizer::default()),
             force_keyframe: AtomicBool::new(false),
         }
     }
@@ -59,21 +55,18 @@ impl Default for Fanout {
 
 impl Fanout {
     /// Packetizes and sends one picture to every current viewer.
-    pub fn publish(&self, unit: &AccessUnit) -> Result<(), String> {
+    pub(super) fn publish(&self, unit: &AccessUnit) -> Result<(), String> {
         let payloads = self
-            .payloader
+            .packetizer
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .payload(RTP_PAYLOAD_MTU, &unit.data)
-            .map_err(|err| format!("cannot packetize H.264: {err}"))?;
+            .packetize(&unit.data)?;
         if payloads.is_empty() {
             return Ok(());
         }
         // No receivers is normal: the last viewer may have left since the encoder looked.
         let _ = self.frames.send(Arc::new(VideoFrame {
             keyframe: unit.keyframe,
-            width: unit.width,
-            height: unit.height,
             capture: unit.capture,
             abs_capture_time: Bytes::copy_from_slice(&abs_capture_time::payload(unit.capture.wall)),
             payloads,
@@ -81,29 +74,23 @@ impl Fanout {
         Ok(())
     }
 
-    pub fn viewers(&self) -> usize {
+    pub(super) fn viewers(&self) -> usize {
         self.frames.receiver_count()
     }
 
     /// The encoder asks before each picture whether it must be a keyframe.
-    pub fn take_keyframe_request(&self) -> bool {
+    pub(super) fn take_keyframe_request(&self) -> bool {
         self.force_keyframe.swap(false, Ordering::AcqRel)
     }
 
     /// The next picture is encoded as a keyframe (the broadcaster's policy, and a camera that
     /// has just come back).
-    pub fn request_keyframe(&self) {
+    pub(super) fn request_keyframe(&self) {
         self.force_keyframe.store(true, Ordering::Release);
     }
 }
 
-/// The registry name of a path's broadcaster, by which viewers find it. `scope` keeps the names
-/// of two daemons in one process (tests) apart.
-pub fn registry_name(scope: &str, path: &str) -> String {
-    format!("{scope}/broadcaster/{path}")
-}
-
-pub enum BroadcasterMsg {
+pub(crate) enum BroadcasterMsg {
     /// A viewer wants frames; it gets a receiver and a keyframe soon.
     Join(RpcReplyPort<broadcast::Receiver<Arc<VideoFrame>>>),
     /// A viewer left; only the viewer count changes.
@@ -114,13 +101,15 @@ pub enum BroadcasterMsg {
     ScheduledKeyframe,
 }
 
-pub struct BroadcasterArgs {
+pub(super) struct BroadcasterArgs {
     pub path: String,
     pub fanout: Arc<Fanout>,
     pub board: StatusBoard,
+    /// Viewers find this broadcaster here while it runs.
+    pub directory: Directory,
 }
 
-pub struct BroadcasterState {
+pub(super) struct BroadcasterState {
     args: BroadcasterArgs,
     policy: KeyframePolicy,
 }
@@ -144,7 +133,7 @@ impl BroadcasterState {
     }
 }
 
-pub struct Broadcaster;
+pub(super) struct Broadcaster;
 
 impl Actor for Broadcaster {
     type Msg = BroadcasterMsg;
@@ -160,6 +149,15 @@ impl Actor for Broadcaster {
             args,
             policy: KeyframePolicy::new(KEYFRAME_MIN_INTERVAL),
         })
+    }
+
+    async fn post_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        state.args.directory.enter(&state.args.path, myself);
+        Ok(())
     }
 
     async fn handle(
@@ -190,9 +188,13 @@ impl Actor for Broadcaster {
 
     async fn post_stop(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        state
+            .args
+            .directory
+            .leave(&state.args.path, myself.get_id());
         if state.args.fanout.viewers() > 0 {
             warn!(path = %state.args.path, "broadcaster stopped with viewers attached");
         }

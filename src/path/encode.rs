@@ -1,31 +1,26 @@
-//! The encoder child: takes the newest picture from the hand-off, encodes it with openh264 on a
-//! thread of its own (forcing a keyframe when the broadcaster asks) and publishes it to the
-//! fan-out. Pictures the camera already encoded are passed through.
+//! The encoder: takes the newest picture from the hand-off, encodes it with openh264 on a thread
+//! of its own (a [`Worker`](super::worker); forcing a keyframe when the broadcaster asks) and
+//! publishes it to the fan-out. Pictures the camera already encoded are passed through.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
-use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::info;
 
+use super::broadcaster::Fanout;
+use super::worker::Work;
 use crate::config::EncodingConfig;
 use crate::encoder::{Encoder, EncoderSettings};
 use crate::frame::RawFrame;
 use crate::handoff::{Latest, Taken};
-use crate::path::broadcaster::Fanout;
 use crate::source::Captured;
 
 /// How often a thread with nothing to do checks whether it must stop.
 const IDLE_POLL: Duration = Duration::from_millis(200);
 
-pub enum EncodeMsg {
-    Failed(String),
-}
-
-pub struct EncodeArgs {
+pub(super) struct EncodeArgs {
     pub path: String,
     /// The path's encoding settings; a new value (a config reload) is applied live.
     pub encoding: watch::Receiver<EncodingConfig>,
@@ -33,66 +28,9 @@ pub struct EncodeArgs {
     pub fanout: Arc<Fanout>,
 }
 
-pub struct EncodeState {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-pub struct Encode;
-
-impl Actor for Encode {
-    type Msg = EncodeMsg;
-    type State = EncodeState;
-    type Arguments = EncodeArgs;
-
-    async fn pre_start(
-        &self,
-        myself: ActorRef<Self::Msg>,
-        args: EncodeArgs,
-    ) -> Result<Self::State, ActorProcessingErr> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let stop = Arc::clone(&stop);
-            std::thread::Builder::new()
-                .name(format!("encode {}", args.path))
-                .spawn(move || {
-                    if let Err(err) = run(&args, &stop) {
-                        let _ = myself.send_message(EncodeMsg::Failed(err));
-                    }
-                })?
-        };
-        Ok(EncodeState {
-            stop,
-            thread: Some(thread),
-        })
-    }
-
-    async fn handle(
-        &self,
-        _myself: ActorRef<Self::Msg>,
-        message: Self::Msg,
-        _state: &mut Self::State,
-    ) -> Result<(), ActorProcessingErr> {
-        match message {
-            EncodeMsg::Failed(err) => Err(err.into()),
-        }
-    }
-
-    async fn post_stop(
-        &self,
-        _myself: ActorRef<Self::Msg>,
-        state: &mut Self::State,
-    ) -> Result<(), ActorProcessingErr> {
-        state.stop.store(true, Ordering::Release);
-        if let Some(thread) = state.thread.take() {
-            tokio::task::spawn_blocking(move || {
-                if thread.join().is_err() {
-                    warn!("encoder thread panicked");
-                }
-            });
-        }
-        Ok(())
-    }
+/// The encoder thread's work.
+pub(super) fn work(args: EncodeArgs) -> Work {
+    Box::new(move |stop| run(&args, stop))
 }
 
 fn keyframe_frames(encoding: &EncodingConfig) -> u32 {

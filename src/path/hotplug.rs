@@ -35,7 +35,7 @@ fn appeared(kind: &EventKind) -> bool {
 
 /// Whether `path` appearing may be the camera `selector` names: the configured node or link
 /// itself, or, for a match on card/USB id/serial, any video node.
-pub fn may_be_the_camera(selector: &DeviceSelector, path: &Path) -> bool {
+pub(super) fn may_be_the_camera(selector: &DeviceSelector, path: &Path) -> bool {
     match selector {
         DeviceSelector::Path(configured) => configured == path,
         DeviceSelector::Match(_) => {
@@ -50,13 +50,13 @@ pub fn may_be_the_camera(selector: &DeviceSelector, path: &Path) -> bool {
 
 /// Watches until dropped, calling `on_appear` from notify's thread for every event that may be
 /// the camera (the path actor merges them).
-pub struct HotplugWatch {
+pub(super) struct HotplugWatch {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl HotplugWatch {
-    pub fn start(
+    pub(super) fn start(
         path: &str,
         selector: DeviceSelector,
         on_appear: impl Fn() + Send + Sync + 'static,

@@ -2,11 +2,17 @@
 //! plane shared by its children — capture → hand-off → encoder → fan-out — and supervises the
 //! children, restarting a failed one with backoff while the others (and the viewers) carry on.
 
-pub mod broadcaster;
-pub mod capture;
-pub mod encode;
-pub mod hotplug;
-pub mod offline;
+mod broadcaster;
+mod capture;
+mod directory;
+mod encode;
+mod hotplug;
+mod offline;
+mod worker;
+
+pub(crate) use broadcaster::{BroadcasterMsg, VideoFrame};
+pub(crate) use directory::{Directory, Entry};
+pub use offline::is_offline_picture;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,23 +28,28 @@ use crate::handoff::Latest;
 use crate::source::{Captured, SourceInfo};
 use crate::status::{PathState, PathStatus, StatusBoard};
 use broadcaster::{Broadcaster, BroadcasterArgs, Fanout};
-use capture::{Capture, CaptureArgs};
-use encode::{Encode, EncodeArgs};
+use capture::CaptureArgs;
+use encode::EncodeArgs;
 use hotplug::HotplugWatch;
 use offline::{OfflineFeed, OfflinePicture, Switch};
+use worker::{Work, Worker, WorkerArgs};
 
 /// A camera node that just appeared gets this long to settle (udev sets its permissions)
 /// before the capture is restarted.
 const HOTPLUG_SETTLE: Duration = Duration::from_millis(50);
+/// How long stopping the capture waits for its thread, which ends after its current `next()`.
+/// Waiting frees the camera for a path restarted with a new configuration (a second open would
+/// find it busy); a camera hung in the driver must not hold the path up longer.
+const CAPTURE_STOP_WAIT: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Child {
+pub(crate) enum Child {
     Capture,
     Encoder,
     Broadcaster,
 }
 
-pub enum PathMsg {
+pub(crate) enum PathMsg {
     /// Start a child again once its backoff has passed.
     Restart(Child),
     /// A reload changed only what the running encoder can take (see `config::classify`).
@@ -49,10 +60,11 @@ pub enum PathMsg {
     DeviceAppeared,
 }
 
-pub struct PathArgs {
-    pub scope: String,
+pub(crate) struct PathArgs {
     pub config: PathConfig,
     pub board: StatusBoard,
+    /// Where the path's broadcaster steps in, for viewers to find it.
+    pub directory: Directory,
 }
 
 struct Running {
@@ -60,10 +72,10 @@ struct Running {
     since: Instant,
 }
 
-pub struct PathActorState {
-    scope: String,
+pub(crate) struct PathActorState {
     config: PathConfig,
     board: StatusBoard,
+    directory: Directory,
     handoff: Arc<Latest<Captured>>,
     fanout: Arc<Fanout>,
     /// The encoder child watches this for live changes.
@@ -78,10 +90,10 @@ pub struct PathActorState {
     hotplug: Option<HotplugWatch>,
 }
 
-pub struct PathActor;
+pub(crate) struct PathActor;
 
 /// How a path shows before it has run.
-pub fn initial_status(config: &PathConfig) -> PathStatus {
+pub(crate) fn initial_status(config: &PathConfig) -> PathStatus {
     let name = config.name.to_string();
     let encoding = &config.encoding;
     PathStatus {
@@ -116,38 +128,43 @@ impl PathActorState {
         let supervisor: ActorCell = myself.get_cell();
         let cell = match child {
             Child::Capture => {
-                let args = CaptureArgs {
+                let path = myself.clone();
+                let work = capture::work(CaptureArgs {
                     config: self.config.clone(),
                     handoff: Arc::clone(&self.handoff),
                     fanout: Arc::clone(&self.fanout),
                     switch: Arc::clone(&self.switch),
-                    path: myself.clone(),
-                };
-                Actor::spawn_linked(None, Capture, args, supervisor)
-                    .await?
-                    .0
-                    .get_cell()
+                    opened: Box::new(move |info| {
+                        let _ = path.send_message(PathMsg::CaptureOpened(info));
+                    }),
+                });
+                spawn_worker(
+                    format!("capture {name}"),
+                    work,
+                    CAPTURE_STOP_WAIT,
+                    supervisor,
+                )
+                .await?
             }
             Child::Encoder => {
-                let args = EncodeArgs {
+                let work = encode::work(EncodeArgs {
                     path: name.clone(),
                     encoding: self.encoding.subscribe(),
                     handoff: Arc::clone(&self.handoff),
                     fanout: Arc::clone(&self.fanout),
-                };
-                Actor::spawn_linked(None, Encode, args, supervisor)
-                    .await?
-                    .0
-                    .get_cell()
+                });
+                // Not waited for: it ends within its idle poll, and a restart's picture gap
+                // should not grow by it.
+                spawn_worker(format!("encode {name}"), work, Duration::ZERO, supervisor).await?
             }
             Child::Broadcaster => {
                 let args = BroadcasterArgs {
                     path: name.clone(),
                     fanout: Arc::clone(&self.fanout),
                     board: self.board.clone(),
+                    directory: self.directory.clone(),
                 };
-                let registered = Some(broadcaster::registry_name(&self.scope, &name));
-                Actor::spawn_linked(registered, Broadcaster, args, supervisor)
+                Actor::spawn_linked(None, Broadcaster, args, supervisor)
                     .await?
                     .0
                     .get_cell()
@@ -216,6 +233,21 @@ impl PathActorState {
     }
 }
 
+async fn spawn_worker(
+    name: String,
+    work: Work,
+    stop_wait: Duration,
+    supervisor: ActorCell,
+) -> Result<ActorCell, ActorProcessingErr> {
+    let args = WorkerArgs {
+        name,
+        work,
+        stop_wait,
+    };
+    let (worker, _) = Actor::spawn_linked(None, Worker, args, supervisor).await?;
+    Ok(worker.get_cell())
+}
+
 /// For a camera path: a watch on /dev that tells the path when its camera may be back.
 fn watch_for_camera(config: &PathConfig, myself: &ActorRef<PathMsg>) -> Option<HotplugWatch> {
     let SourceConfig::V4l2(v4l2) = &config.source else {
@@ -249,9 +281,9 @@ impl Actor for PathActor {
         args.board.set_path(initial_status(&config));
         let encoding = watch::Sender::new(config.encoding.clone());
         let mut state = PathActorState {
-            scope: args.scope,
             config,
             board: args.board,
+            directory: args.directory,
             handoff: Arc::new(Latest::default()),
             fanout: Arc::new(Fanout::default()),
             encoding,

@@ -25,7 +25,7 @@ const NEUTRAL: u8 = 128;
 
 /// Who feeds the hand-off: the camera, or (while it is away) the offline picture.
 #[derive(Default)]
-pub struct Switch {
+pub(super) struct Switch {
     offline: Mutex<bool>,
 }
 
@@ -35,12 +35,12 @@ impl Switch {
     }
 
     /// The camera is away: offline pictures may be put from now on.
-    pub fn go_offline(&self) {
+    pub(super) fn go_offline(&self) {
         *self.lock() = true;
     }
 
     /// The camera's picture: ends the offline pictures, atomically with respect to them.
-    pub fn put_camera(&self, handoff: &Latest<Captured>, captured: Captured) {
+    pub(super) fn put_camera(&self, handoff: &Latest<Captured>, captured: Captured) {
         let mut offline = self.lock();
         *offline = false;
         handoff.put(captured);
@@ -57,7 +57,7 @@ impl Switch {
 }
 
 /// The offline picture of one size; the static part is drawn once.
-pub struct OfflinePicture {
+pub(super) struct OfflinePicture {
     width: u32,
     height: u32,
     background: Vec<u8>,
@@ -67,7 +67,7 @@ pub struct OfflinePicture {
 
 impl OfflinePicture {
     /// "CAMERA OFFLINE", what the source is, and since when; the clock is drawn per picture.
-    pub fn new(width: u32, height: u32, source: &str, since: SystemTime) -> OfflinePicture {
+    pub(super) fn new(width: u32, height: u32, source: &str, since: SystemTime) -> OfflinePicture {
         let (w, h) = (width as usize, height as usize);
         let mut data = vec![NEUTRAL; RawFrame::i420_len(width, height)];
         data[..w * h].fill(BACKGROUND);
@@ -103,7 +103,7 @@ impl OfflinePicture {
         }
     }
 
-    pub fn render(&self, capture: CaptureTime) -> RawFrame {
+    pub(super) fn render(&self, capture: CaptureTime) -> RawFrame {
         let mut data = self.background.clone();
         let w = self.width as usize;
         let (x, y) = self.clock_at;
@@ -176,13 +176,13 @@ fn clock_text(at: SystemTime) -> String {
 }
 
 /// A thread that feeds offline pictures until the camera is back or it is dropped.
-pub struct OfflineFeed {
+pub(super) struct OfflineFeed {
     stop: Option<mpsc::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl OfflineFeed {
-    pub fn start(
+    pub(super) fn start(
         path: &str,
         picture: OfflinePicture,
         handoff: Arc<Latest<Captured>>,

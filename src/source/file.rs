@@ -13,7 +13,7 @@ use crate::frame::RawFrame;
 use crate::source::pacer::Pacer;
 use crate::source::{Captured, Source, SourceError};
 
-pub struct FileSource {
+pub(crate) struct FileSource {
     path: PathBuf,
     file: File,
     width: u32,
@@ -27,7 +27,12 @@ pub struct FileSource {
 impl FileSource {
     /// Opens `path`, which must hold a whole number (at least one) of `width` x `height` I420
     /// pictures.
-    pub fn open(path: &Path, width: u32, height: u32, fps: u32) -> Result<FileSource, SourceError> {
+    pub(crate) fn open(
+        path: &Path,
+        width: u32,
+        height: u32,
+        fps: u32,
+    ) -> Result<FileSource, SourceError> {
         let fail = |message: String| SourceError {
             what: path.display().to_string(),
             message,

@@ -2,8 +2,8 @@
 //! clock and the "camera offline" picture, drawn scaled into a luma plane.
 
 /// Width and height of a glyph cell in font pixels (5x7 glyph plus one column/row of spacing).
-pub const CELL_W: usize = 6;
-pub const CELL_H: usize = 8;
+pub(crate) const CELL_W: usize = 6;
+pub(crate) const CELL_H: usize = 8;
 const GLYPH_W: usize = 5;
 
 /// Rows top to bottom; bit 4 is the leftmost column.
@@ -62,7 +62,7 @@ fn glyph(c: char) -> [u8; 7] {
 /// Draws `text` with its top-left corner at (`x`, `y`), each font pixel a `scale` x `scale`
 /// square of value `value`, into a plane of `width` x (len / width) pixels (stride = width).
 /// Whatever falls outside the plane is clipped.
-pub fn draw(
+pub(crate) fn draw(
     plane: &mut [u8],
     width: usize,
     x: usize,

@@ -1,11 +1,11 @@
 //! Where a path's pictures come from. Every source runs on a thread of its own and blocks in
 //! [`Source::next`]; the capture child moves what it yields into a newest-frame-wins hand-off.
 
-pub mod file;
-pub mod font;
+pub(crate) mod file;
+pub(crate) mod font;
 mod pacer;
-pub mod testsrc;
-pub mod v4l2;
+pub(crate) mod testsrc;
+pub(crate) mod v4l2;
 
 use crate::config::{DeviceSelector, PathConfig, SourceConfig};
 use crate::frame::{AccessUnit, RawFrame};
@@ -13,7 +13,7 @@ use crate::frame::{AccessUnit, RawFrame};
 /// What a source yields: raw pictures to encode, or pictures a camera already encoded in
 /// H.264, which are passed through.
 #[derive(Debug)]
-pub enum Captured {
+pub(crate) enum Captured {
     Raw(RawFrame),
     H264(AccessUnit),
 }
@@ -23,19 +23,19 @@ pub enum Captured {
 /// which one.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{what}: {message}")]
-pub struct SourceError {
+pub(crate) struct SourceError {
     pub what: String,
     pub message: String,
 }
 
 /// What an opened source says about itself, for the status API: which camera, in which mode.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SourceInfo {
+pub(crate) struct SourceInfo {
     pub camera: Option<String>,
     pub format: Option<String>,
 }
 
-pub trait Source: Send + 'static {
+pub(crate) trait Source: Send + 'static {
     /// Blocks until the next picture is ready; a source paces itself (a camera by its clock,
     /// the test pattern by its configured fps).
     fn next(&mut self) -> Result<Captured, SourceError>;
@@ -46,7 +46,7 @@ pub trait Source: Send + 'static {
 }
 
 /// Opens the source a path is configured with.
-pub fn open(config: &PathConfig) -> Result<Box<dyn Source>, SourceError> {
+pub(crate) fn open(config: &PathConfig) -> Result<Box<dyn Source>, SourceError> {
     let encoding = &config.encoding;
     match &config.source {
         SourceConfig::TestSrc => Ok(Box::new(testsrc::TestSrc::new(
@@ -65,7 +65,7 @@ pub fn open(config: &PathConfig) -> Result<Box<dyn Source>, SourceError> {
 }
 
 /// A short description of a path's source for logs and the status API.
-pub fn describe(config: &PathConfig) -> String {
+pub(crate) fn describe(config: &PathConfig) -> String {
     match &config.source {
         SourceConfig::TestSrc => "testsrc".to_owned(),
         SourceConfig::V4l2(v4l2) => format!("v4l2 {}", describe_device(&v4l2.device)),
@@ -74,7 +74,7 @@ pub fn describe(config: &PathConfig) -> String {
 }
 
 /// `/dev/video0`, or `card "HD Webcam C270", usb 046d:0825`.
-pub fn describe_device(selector: &DeviceSelector) -> String {
+pub(crate) fn describe_device(selector: &DeviceSelector) -> String {
     match selector {
         DeviceSelector::Path(path) => path.display().to_string(),
         DeviceSelector::Match(wanted) => v4l2::device::describe_match(wanted),

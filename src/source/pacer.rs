@@ -5,14 +5,14 @@ use std::time::{Duration, Instant};
 
 use crate::frame::CaptureTime;
 
-pub struct Pacer {
+pub(super) struct Pacer {
     period: Duration,
     next_tick: Option<Instant>,
 }
 
 impl Pacer {
     /// Ticks `fps` times a second (at least once).
-    pub fn new(fps: u32) -> Pacer {
+    pub(super) fn new(fps: u32) -> Pacer {
         Pacer {
             period: Duration::from_secs(1) / fps.max(1),
             next_tick: None,
@@ -22,7 +22,7 @@ impl Pacer {
     /// Sleeps until the next tick of the grid and returns the capture time. A late caller gets
     /// its picture at once, and the ticks it missed are skipped rather than caught up in a
     /// burst: the following picture waits for the next tick of the grid.
-    pub fn wait_for_tick(&mut self) -> CaptureTime {
+    pub(super) fn wait_for_tick(&mut self) -> CaptureTime {
         let due = self.next_tick.unwrap_or_else(Instant::now);
         let now = Instant::now();
         if due > now {

@@ -9,7 +9,7 @@ use tracing::warn;
 
 /// `interfaces` are the machine's addresses (loopback included); the result keeps the order of
 /// preference: LAN addresses, then additional hosts, then loopback (a kiosk on the same box).
-pub fn advertised(
+pub(crate) fn advertised(
     bound: SocketAddr,
     interfaces: &[IpAddr],
     additional_hosts: &[String],
@@ -61,7 +61,7 @@ fn is_link_local(ip: &IpAddr) -> bool {
 }
 
 /// The machine's interface addresses now.
-pub fn interface_addresses() -> Vec<IpAddr> {
+pub(crate) fn interface_addresses() -> Vec<IpAddr> {
     match if_addrs::get_if_addrs() {
         Ok(interfaces) => interfaces.into_iter().map(|i| i.ip()).collect(),
         Err(err) => {

@@ -13,13 +13,13 @@ use rtc::sansio::Protocol;
 use rtc::shared::error::Error;
 
 #[derive(Default)]
-pub struct KeyframeFeedback {
+pub(super) struct KeyframeFeedback {
     reads: VecDeque<TaggedPacket>,
     writes: VecDeque<TaggedPacket>,
 }
 
 /// Whether an RTCP compound packet asks for a keyframe.
-pub fn asks_for_keyframe(packets: &[Box<dyn rtc::rtcp::packet::Packet>]) -> bool {
+pub(super) fn asks_for_keyframe(packets: &[Box<dyn rtc::rtcp::packet::Packet>]) -> bool {
     packets
         .iter()
         .any(|p| p.as_any().is::<PictureLossIndication>() || p.as_any().is::<FullIntraRequest>())

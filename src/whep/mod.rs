@@ -3,13 +3,17 @@
 //! request gets a status and a plain-text reason a person can act on; none of them costs
 //! anything that was working.
 
-pub mod abs_capture_time;
-pub mod addresses;
-pub mod feedback;
-pub mod offer;
-pub mod peer;
-pub mod sessions;
-pub mod udp_mux;
+pub(crate) mod addresses;
+mod feedback;
+mod offer;
+pub(crate) mod peer;
+mod sessions;
+pub(crate) mod udp_mux;
+mod viewer;
+
+pub(crate) use sessions::Sessions;
+pub use viewer::CONNECT_TIMEOUT;
+pub(crate) use viewer::init_rtp_clock;
 
 use std::sync::Arc;
 
@@ -22,23 +26,25 @@ use rand::distr::{Alphanumeric, SampleString};
 use tracing::{info, warn};
 
 use crate::config::IceServer;
+use crate::path::Directory;
 use crate::status::StatusBoard;
-use crate::viewer::{Viewer, ViewerArgs, ViewerMsg};
 use peer::{AnswerError, IceAddresses};
-use sessions::{Session, Sessions};
+use sessions::Session;
 use udp_mux::UdpMux;
+use viewer::{Viewer, ViewerArgs, ViewerMsg};
 
 /// Largest SDP offer accepted; browsers send a few KiB.
-pub const MAX_OFFER_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_OFFER_BYTES: usize = 64 * 1024;
 
 #[derive(Clone)]
-pub struct Whep {
+pub(crate) struct Whep {
     pub mux: Arc<UdpMux>,
     pub addresses: IceAddresses,
     pub sessions: Sessions,
     pub board: StatusBoard,
+    pub directory: Directory,
+    /// The viewers' parent.
     pub root: ActorCell,
-    pub scope: String,
     pub ice_servers: Vec<IceServer>,
 }
 
@@ -77,7 +83,7 @@ fn ice_server_links(servers: &[IceServer]) -> Vec<HeaderValue> {
         .collect()
 }
 
-pub async fn post_offer(
+pub(crate) async fn post_offer(
     State(whep): State<Whep>,
     Path(path): Path<String>,
     headers: HeaderMap,
@@ -108,15 +114,20 @@ pub async fn post_offer(
     };
     let answer_sdp = answered.answer_sdp.clone();
     let id = Alphanumeric.sample_string(&mut rand::rng(), 20);
+    let forget = {
+        let (sessions, id) = (whep.sessions.clone(), id.clone());
+        Box::new(move || {
+            sessions.remove(&id);
+        })
+    };
     let args = ViewerArgs {
         id: id.clone(),
         path: path.clone(),
-        scope: whep.scope.clone(),
         answered,
         ice_local_addr: whep.addresses.local_addr_for_agent(whep.mux.local_addr()),
         mux: Arc::clone(&whep.mux),
-        sessions: whep.sessions.clone(),
-        board: whep.board.clone(),
+        directory: whep.directory.clone(),
+        on_stop: forget,
     };
     let viewer = match Actor::spawn_linked(None, Viewer, args, whep.root.clone()).await {
         Ok((viewer, _)) => viewer,
@@ -151,7 +162,7 @@ pub async fn post_offer(
     response
 }
 
-pub async fn delete_session(
+pub(crate) async fn delete_session(
     State(whep): State<Whep>,
     Path((path, id)): Path<(String, String)>,
 ) -> Response {
@@ -172,7 +183,7 @@ pub async fn delete_session(
 
 /// Trickle ICE and ICE restarts are not needed: viewers reach us through the candidates in the
 /// answer (peer-reflexive from their side), so a PATCH is answered clearly rather than ignored.
-pub async fn patch_session() -> Response {
+pub(crate) async fn patch_session() -> Response {
     let mut response = plain(
         StatusCode::METHOD_NOT_ALLOWED,
         "trickle ICE and ICE restart are not supported: send a new offer to start a new session",
@@ -184,7 +195,7 @@ pub async fn patch_session() -> Response {
 }
 
 /// `OPTIONS /<path>/whep`: what a WHEP client may POST.
-pub async fn options() -> Response {
+pub(crate) async fn options() -> Response {
     let mut response = StatusCode::NO_CONTENT.into_response();
     let headers = response.headers_mut();
     headers.insert(header::ALLOW, HeaderValue::from_static("OPTIONS, POST"));

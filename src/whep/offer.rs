@@ -7,13 +7,13 @@ use rtc::sdp::description::session::SessionDescription;
 
 /// The H.264 that camportal sends: Constrained Baseline, packetization-mode 1. A receiver that
 /// offers Baseline (`42 00`) or Constrained Baseline (`42 e0`) decodes it; Chromium offers both.
-pub const H264_FMTP: [&str; 2] = [
+pub(super) const H264_FMTP: [&str; 2] = [
     "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f",
     "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42001f",
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum OfferError {
+pub(crate) enum OfferError {
     #[error("malformed SDP offer: {0}")]
     Malformed(String),
     #[error(
@@ -24,7 +24,7 @@ pub enum OfferError {
 }
 
 /// Checks the offer; on success returns the payload type of the H.264 format it will be sent in.
-pub fn check_offer(sdp: &str) -> Result<u8, OfferError> {
+pub(super) fn check_offer(sdp: &str) -> Result<u8, OfferError> {
     let session = SessionDescription::unmarshal(&mut Cursor::new(sdp.as_bytes()))
         .map_err(|err| OfferError::Malformed(err.to_string()))?;
     let videos: Vec<_> = session

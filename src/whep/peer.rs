@@ -24,9 +24,9 @@ use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
 };
 
-use super::abs_capture_time;
 use super::feedback::KeyframeFeedback;
 use super::offer::{H264_FMTP, OfferError, check_offer};
+use crate::rtp::abs_capture_time;
 
 /// A viewer that sends nothing (no consent check, no RTCP) for this long is disconnected…
 const ICE_DISCONNECTED_TIMEOUT: Duration = Duration::from_secs(5);
@@ -38,7 +38,7 @@ const ICE_FAILED_TIMEOUT: Duration = Duration::from_secs(10);
 /// Where viewers can reach us: the addresses put in every answer as host candidates, all on the
 /// one shared UDP port.
 #[derive(Debug, Clone)]
-pub struct IceAddresses {
+pub(crate) struct IceAddresses {
     pub candidates: Vec<SocketAddr>,
 }
 
@@ -49,13 +49,13 @@ impl IceAddresses {
     /// believes. So every datagram is reported as arriving on the first candidate. (The true
     /// destination, via IP_PKTINFO, would only pick the source address on a multi-homed box;
     /// the kernel's routing choice is used instead.)
-    pub fn local_addr_for_agent(&self, socket: SocketAddr) -> SocketAddr {
+    pub(crate) fn local_addr_for_agent(&self, socket: SocketAddr) -> SocketAddr {
         self.candidates.first().copied().unwrap_or(socket)
     }
 }
 
 /// A viewer's peer connection, answered and ready to be driven by its viewer.
-pub struct Answered {
+pub(crate) struct Answered {
     pub pc: RTCPeerConnection,
     pub answer_sdp: String,
     /// Our ICE username fragment: how the UDP mux recognises this viewer's first packets.
@@ -68,7 +68,7 @@ pub struct Answered {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum AnswerError {
+pub(crate) enum AnswerError {
     #[error(transparent)]
     Offer(#[from] OfferError),
     #[error("cannot apply the offer: {0}")]
@@ -106,7 +106,7 @@ fn h264_codecs() -> Vec<RTCRtpCodecParameters> {
         .collect()
 }
 
-pub fn answer(offer_sdp: String, addresses: &IceAddresses) -> Result<Answered, AnswerError> {
+pub(crate) fn answer(offer_sdp: String, addresses: &IceAddresses) -> Result<Answered, AnswerError> {
     check_offer(&offer_sdp)?;
     let now = Instant::now();
 

@@ -27,7 +27,7 @@ const INBOX_CAPACITY: usize = 256;
 
 /// One datagram for a viewer, with the address it came from.
 #[derive(Debug)]
-pub struct Inbound {
+pub(crate) struct Inbound {
     pub peer: SocketAddr,
     pub data: BytesMut,
 }
@@ -39,14 +39,14 @@ struct Routes {
 }
 
 /// The shared UDP socket and the table that routes its datagrams to viewers.
-pub struct UdpMux {
+pub(crate) struct UdpMux {
     socket: Arc<UdpSocket>,
     local_addr: SocketAddr,
     routes: Mutex<Routes>,
 }
 
 impl UdpMux {
-    pub async fn bind(addr: SocketAddr) -> io::Result<Arc<UdpMux>> {
+    pub(crate) async fn bind(addr: SocketAddr) -> io::Result<Arc<UdpMux>> {
         let socket = UdpSocket::bind(addr).await.map_err(|err| {
             io::Error::new(
                 err.kind(),
@@ -63,18 +63,18 @@ impl UdpMux {
         Ok(mux)
     }
 
-    pub fn local_addr(&self) -> SocketAddr {
+    pub(crate) fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }
 
     /// Registers a viewer by its local ICE ufrag; its datagrams arrive on the returned inbox.
-    pub fn register(&self, ufrag: &str) -> mpsc::Receiver<Inbound> {
+    pub(crate) fn register(&self, ufrag: &str) -> mpsc::Receiver<Inbound> {
         let (tx, rx) = mpsc::channel(INBOX_CAPACITY);
         self.lock().by_ufrag.insert(ufrag.to_owned(), tx);
         rx
     }
 
-    pub fn unregister(&self, ufrag: &str) {
+    pub(crate) fn unregister(&self, ufrag: &str) {
         let mut routes = self.lock();
         routes.by_ufrag.remove(ufrag);
         routes.by_addr.retain(|_, owner| owner != ufrag);
@@ -82,7 +82,7 @@ impl UdpMux {
 
     /// Sends without waiting: UDP may drop anyway, and a full socket buffer must not stall the
     /// viewer's loop (it would stall its RTCP and ICE too).
-    pub fn send_to(&self, data: &[u8], peer: SocketAddr) {
+    pub(crate) fn send_to(&self, data: &[u8], peer: SocketAddr) {
         if let Err(err) = self.socket.try_send_to(data, peer)
             && err.kind() != io::ErrorKind::WouldBlock
         {

@@ -15,7 +15,7 @@ fn i420_split(width: usize, height: usize) -> (usize, usize) {
 }
 
 /// Packed YUYV rows of `stride` bytes → `dst` (I420, tightly packed).
-pub fn yuyv_to_i420(
+pub(crate) fn yuyv_to_i420(
     src: &[u8],
     stride: usize,
     width: u32,
@@ -51,7 +51,7 @@ pub fn yuyv_to_i420(
 
 /// NV12 (a Y plane of `stride`-byte rows, then `height / 2` rows of interleaved U and V, also
 /// `stride` bytes each) → `dst` (I420).
-pub fn nv12_to_i420(
+pub(crate) fn nv12_to_i420(
     src: &[u8],
     stride: usize,
     width: u32,
@@ -94,14 +94,14 @@ fn check_len(what: &str, got: usize, need: usize) -> Result<(), String> {
 }
 
 /// Decodes MJPEG pictures of one size to I420, reusing its decompressor and scratch buffer.
-pub struct MjpegDecoder {
+pub(crate) struct MjpegDecoder {
     decompressor: Decompressor,
     /// The JPEG's own planar layout when it is not 4:2:0.
     scratch: Vec<u8>,
 }
 
 impl MjpegDecoder {
-    pub fn new() -> Result<MjpegDecoder, String> {
+    pub(crate) fn new() -> Result<MjpegDecoder, String> {
         Ok(MjpegDecoder {
             decompressor: Decompressor::new()
                 .map_err(|e| format!("cannot create a JPEG decompressor: {e}"))?,
@@ -112,7 +112,7 @@ impl MjpegDecoder {
     /// Decodes one JPEG of exactly `width` x `height` into `dst` (I420). 4:2:0 JPEGs decode in
     /// place; 4:2:2 (what webcams send) and 4:4:4 have their chroma averaged down; greyscale gets
     /// neutral chroma.
-    pub fn decode(
+    pub(crate) fn decode(
         &mut self,
         jpeg: &[u8],
         width: u32,

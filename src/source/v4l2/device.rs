@@ -15,7 +15,7 @@ use crate::config::{DeviceMatch, DeviceSelector, UsbId};
 /// `V4L2_CAP_VIDEO_CAPTURE`: single-planar video capture, what webcams (uvcvideo) offer.
 const CAP_VIDEO_CAPTURE: u32 = 0x0000_0001;
 /// Where udev puts stable links to video nodes.
-pub const STABLE_LINK_DIRS: [&str; 2] = ["/dev/v4l/by-id", "/dev/v4l/by-path"];
+pub(crate) const STABLE_LINK_DIRS: [&str; 2] = ["/dev/v4l/by-id", "/dev/v4l/by-path"];
 
 /// What one video node says about itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,7 +57,7 @@ impl NodeInfo {
 }
 
 /// `/dev/video*`, in number order.
-pub fn video_nodes() -> Vec<PathBuf> {
+pub(crate) fn video_nodes() -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir("/dev") else {
         return Vec::new();
     };
@@ -74,7 +74,7 @@ pub fn video_nodes() -> Vec<PathBuf> {
 }
 
 /// Opens `node` and asks it what it is.
-pub fn probe(node: &Path) -> io::Result<(Device, NodeInfo)> {
+pub(crate) fn probe(node: &Path) -> io::Result<(Device, NodeInfo)> {
     let device = Device::with_path(node)?;
     let info = node_info(&device, node)?;
     Ok((device, info))
@@ -82,7 +82,7 @@ pub fn probe(node: &Path) -> io::Result<(Device, NodeInfo)> {
 
 /// `VIDIOC_QUERYCAP` plus what sysfs and `/dev/v4l` say about the node. Strings are read
 /// leniently: a card name cut inside a UTF-8 character must not be fatal.
-pub fn node_info(device: &Device, node: &Path) -> io::Result<NodeInfo> {
+pub(crate) fn node_info(device: &Device, node: &Path) -> io::Result<NodeInfo> {
     // SAFETY: QUERYCAP fills a plain C struct that we own and zeroed.
     let caps = unsafe {
         let mut caps: v4l::v4l_sys::v4l2_capability = mem::zeroed();
@@ -165,7 +165,7 @@ fn stable_links_to(node: &Path) -> Vec<PathBuf> {
 }
 
 /// Every capture node that can be opened and asked, in node order.
-pub fn cameras() -> Vec<(Device, NodeInfo)> {
+pub(crate) fn cameras() -> Vec<(Device, NodeInfo)> {
     video_nodes()
         .iter()
         .filter_map(|node| match probe(node) {
@@ -182,7 +182,7 @@ pub fn cameras() -> Vec<(Device, NodeInfo)> {
 /// The node a selector names now. A path is taken as it is (opening it tells whether it is
 /// there); a match must name exactly one camera. Errors do not repeat the selector: the caller
 /// names it.
-pub fn find(selector: &DeviceSelector) -> Result<PathBuf, String> {
+pub(crate) fn find(selector: &DeviceSelector) -> Result<PathBuf, String> {
     let wanted = match selector {
         DeviceSelector::Path(path) => return Ok(path.clone()),
         DeviceSelector::Match(wanted) => wanted,
@@ -217,7 +217,7 @@ pub fn find(selector: &DeviceSelector) -> Result<PathBuf, String> {
     }
 }
 
-pub fn describe_match(wanted: &DeviceMatch) -> String {
+pub(crate) fn describe_match(wanted: &DeviceMatch) -> String {
     let mut parts = Vec::new();
     if let Some(card) = &wanted.card {
         parts.push(format!("card \"{card}\""));
@@ -233,7 +233,10 @@ pub fn describe_match(wanted: &DeviceMatch) -> String {
 
 /// Everything the camera offers for capture. Sizes given as a range are listed as the range,
 /// plus `also_size` if it falls in it (the size a path asks for), so its rates are known.
-pub fn offers(device: &Device, also_size: Option<(u32, u32)>) -> io::Result<Vec<FormatOffer>> {
+pub(crate) fn offers(
+    device: &Device,
+    also_size: Option<(u32, u32)>,
+) -> io::Result<Vec<FormatOffer>> {
     let mut out = Vec::new();
     for format in device.enum_formats()? {
         let fourcc = format.fourcc;

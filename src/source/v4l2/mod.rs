@@ -7,10 +7,10 @@
 //! error: the capture child fails and its path restarts it. `next` never blocks for longer than
 //! that timeout, so a hung camera cannot hang the path.
 
-pub mod convert;
-pub mod device;
-pub mod h264;
-pub mod modes;
+pub(crate) mod convert;
+pub(crate) mod device;
+pub(crate) mod modes;
+pub(crate) mod passthrough;
 
 use std::io;
 use std::panic::AssertUnwindSafe;
@@ -26,10 +26,11 @@ use v4l::{Device, Format, FourCC, Fraction};
 
 use crate::config::{CaptureFormat, EncodingConfig, V4l2Config};
 use crate::frame::{CaptureTime, RawFrame};
+use crate::rtp::h264;
 use crate::source::{Captured, Source, SourceError, SourceInfo};
 use convert::MjpegDecoder;
-use h264::Passthrough;
 use modes::{Mode, PixelFormat, Request};
+use passthrough::Passthrough;
 
 /// mmap buffers: enough that the driver always has one to fill while we convert another.
 const BUFFERS: u32 = 4;
@@ -53,7 +54,7 @@ enum Picture {
     H264(Passthrough),
 }
 
-pub struct V4l2Source {
+pub(crate) struct V4l2Source {
     /// The camera, for errors: `/dev/video0 "vivid"`.
     what: String,
     /// `Option` so that `Drop` can take it and contain the v4l crate's panics on teardown.
@@ -75,7 +76,10 @@ pub struct V4l2Source {
 
 impl V4l2Source {
     /// Finds and opens the camera, negotiates a mode and starts streaming.
-    pub fn open(config: &V4l2Config, encoding: &EncodingConfig) -> Result<V4l2Source, SourceError> {
+    pub(crate) fn open(
+        config: &V4l2Config,
+        encoding: &EncodingConfig,
+    ) -> Result<V4l2Source, SourceError> {
         let named = crate::source::describe_device(&config.device);
         let fail = |what: &str, message: String| SourceError {
             what: what.to_owned(),

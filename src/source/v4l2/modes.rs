@@ -230,7 +230,7 @@ impl FormatOffer {
 
 /// What a path asks of its camera.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Request {
+pub(crate) struct Request {
     pub format: CaptureFormat,
     pub width: u32,
     pub height: u32,
@@ -263,7 +263,7 @@ impl fmt::Display for Mode {
 
 /// Chooses the mode for `request` among `offers`, skipping the formats in `exclude` (H.264 a
 /// browser cannot decode). The error names what the camera can do instead.
-pub fn negotiate(
+pub(crate) fn negotiate(
     offers: &[FormatOffer],
     request: &Request,
     exclude: &[PixelFormat],
@@ -320,7 +320,7 @@ pub fn negotiate(
 }
 
 /// "640x480 (25, 15 fps), 1280x720 (10 fps)".
-pub fn describe_sizes(offer: &FormatOffer) -> String {
+pub(crate) fn describe_sizes(offer: &FormatOffer) -> String {
     let mut parts: Vec<String> = offer
         .sizes
         .iter()
@@ -362,7 +362,7 @@ const SUGGEST_MAX_FPS: u32 = 30;
 /// only if nothing else is offered, since not every camera's H.264 is a profile browsers
 /// decode), the largest size up to 1280x720 that runs at 15 fps or more, at up to 30 fps. Only
 /// sizes and rates the config can express (even sizes in range, whole fps).
-pub fn suggest(offers: &[FormatOffer]) -> Option<Mode> {
+pub(crate) fn suggest(offers: &[FormatOffer]) -> Option<Mode> {
     let usable = usable_in_order(offers, &[]);
     let non_h264: Vec<_> = usable
         .iter()

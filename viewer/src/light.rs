@@ -1,45 +1,39 @@
-//! A light WHEP viewer for load tests and the benchmark: a real peer connection (ICE, DTLS,
-//! SRTP decryption, RTCP receiver reports) that counts what it receives, packets, losses and
+//! The light viewer, for load tests and the benchmark: a real peer connection (ICE, DTLS, SRTP
+//! decryption, RTCP receiver reports) that counts what it receives, packets, losses and
 //! pictures, but never decodes. Hundreds of them fit beside the daemon on a small box, where as
-//! many browsers (or [`client::Viewer`](crate::client::Viewer)s, each with a decoder) would not.
+//! many browsers (or decoding [`Viewer`](crate::Viewer)s) would not.
 //!
 //! Each viewer drives the sans-IO `rtc` peer connection on a UDP socket of its own (the server
 //! tells viewers apart by address), in one task.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::Context;
 use bytes::BytesMut;
-use reqwest::header::{CONTENT_TYPE, LOCATION};
-use reqwest::{StatusCode, Url};
 use rtc::interceptor::Registry;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::interceptor_registry::configure_rtcp_reports;
-use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MediaEngine};
 use rtc::peer_connection::event::RTCPeerConnectionEvent;
 use rtc::peer_connection::message::RTCMessage;
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
-use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
-};
-use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use tokio::net::UdpSocket;
 use tokio::sync::oneshot;
 use tracing::debug;
 
-use crate::whep::abs_capture_time;
+use crate::local_address;
+use crate::offer::{self, Feedback};
+use crate::sequence::{Seen, Sequence};
+use crate::whep::{self, WhepClient};
 
-/// What we offer: Constrained Baseline, packetization-mode 1, as Chromium does.
-const H264_FMTP: &str = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
-const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Room for a kernel-side burst (a keyframe to hundreds of viewers) while this task waits its
 /// turn on a busy box.
 const SOCKET_BUFFER: usize = 1 << 20;
@@ -106,41 +100,11 @@ impl Shared {
     }
 }
 
-/// Counts gaps and reorderings in a stream of RTP sequence numbers.
-#[derive(Debug, Default)]
-struct Sequence {
-    last: Option<u16>,
-}
-
-/// What one sequence number did: packets missing before it, or it came late.
-#[derive(Debug, PartialEq, Eq)]
-enum Seen {
-    Next { lost: u64 },
-    Late,
-}
-
-impl Sequence {
-    fn see(&mut self, seq: u16) -> Seen {
-        let Some(last) = self.last else {
-            self.last = Some(seq);
-            return Seen::Next { lost: 0 };
-        };
-        let delta = seq.wrapping_sub(last);
-        if delta == 0 || delta >= 0x8000 {
-            return Seen::Late;
-        }
-        self.last = Some(seq);
-        Seen::Next {
-            lost: u64::from(delta - 1),
-        }
-    }
-}
-
 /// One light viewer. Dropping it stops its task without telling the server (which then times
 /// the session out); [`LightViewer::close`] ends it properly.
 pub struct LightViewer {
     session_url: String,
-    http: reqwest::Client,
+    whep: WhepClient,
     shared: Arc<Shared>,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
@@ -150,58 +114,34 @@ impl LightViewer {
     /// Offers to receive H.264 from `whep_url` and starts receiving; returns once the answer is
     /// applied (not yet connected: see [`LightViewer::is_connected`]).
     pub async fn connect(whep_url: &str) -> anyhow::Result<LightViewer> {
-        let url = Url::parse(whep_url).with_context(|| format!("invalid WHEP URL {whep_url:?}"))?;
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(HTTP_TIMEOUT)
-            .build()
-            .context("building the HTTP client")?;
-        let socket = bind_towards(&url).await?;
+        let url = whep::parse_url(whep_url)?;
+        let whep = WhepClient::new()?;
+        let socket = bind(local_address::towards(&url).await?)?;
         let local_addr = socket
             .local_addr()
             .context("reading the socket's address")?;
         let mut pc = build_peer_connection(local_addr)?;
-        let now = Instant::now();
         let offer = pc.create_offer(None).context("creating the offer")?;
         let offer_sdp = offer.sdp.clone();
-        pc.set_local_description(now, offer)
+        pc.set_local_description(Instant::now(), offer)
             .context("applying the offer")?;
-
-        let response = http
-            .post(url.clone())
-            .header(CONTENT_TYPE, "application/sdp")
-            .body(offer_sdp)
-            .send()
-            .await
-            .with_context(|| format!("POST {url}"))?;
-        let status = response.status();
-        let location = response.headers().get(LOCATION).cloned();
-        let body = response
-            .text()
-            .await
-            .with_context(|| format!("reading the answer to POST {url}"))?;
-        if status != StatusCode::CREATED {
-            bail!("POST {url} answered {status}: {}", body.trim());
+        let session = whep.post_offer(&url, offer_sdp).await?;
+        let answer =
+            RTCSessionDescription::answer(session.answer_sdp).context("parsing the answer SDP")?;
+        if let Err(err) = pc.set_remote_description(Instant::now(), answer) {
+            // The server holds a session for us: give it back.
+            if let Err(delete_err) = whep.delete(&session.url).await {
+                debug!(%delete_err, "DELETE after a bad answer failed");
+            }
+            return Err(err).context("applying the answer");
         }
-        let location =
-            location.ok_or_else(|| anyhow!("POST {url} answered 201 without a Location header"))?;
-        let location = location
-            .to_str()
-            .context("the Location header is not text")?;
-        let session_url = url
-            .join(location)
-            .with_context(|| format!("bad Location {location:?}"))?
-            .to_string();
-        let answer = RTCSessionDescription::answer(body).context("parsing the answer SDP")?;
-        pc.set_remote_description(Instant::now(), answer)
-            .context("applying the answer")?;
 
         let shared = Arc::new(Shared::default());
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(run(pc, socket, local_addr, Arc::clone(&shared), stopped));
         Ok(LightViewer {
-            session_url,
-            http,
+            session_url: session.url,
+            whep,
             shared,
             stop: Some(stop),
             task,
@@ -232,16 +172,12 @@ impl LightViewer {
 
     /// DELETEs the session (best effort) and stops receiving.
     pub async fn close(mut self) -> anyhow::Result<()> {
-        let deleted = self.http.delete(&self.session_url).send().await;
+        let deleted = self.whep.delete(&self.session_url).await;
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
         let _ = tokio::time::timeout(Duration::from_secs(1), &mut self.task).await;
-        let response = deleted.with_context(|| format!("DELETE {}", self.session_url))?;
-        if !response.status().is_success() {
-            bail!("DELETE {} answered {}", self.session_url, response.status());
-        }
-        Ok(())
+        deleted
     }
 }
 
@@ -251,29 +187,8 @@ impl Drop for LightViewer {
     }
 }
 
-/// A UDP socket on the address this machine would use to reach the server (loopback for a
-/// loopback server).
-async fn bind_towards(url: &Url) -> anyhow::Result<UdpSocket> {
-    let host = url.host_str().unwrap_or_default();
-    let port = url.port_or_known_default().unwrap_or(80);
-    let server = tokio::net::lookup_host((host.trim_matches(['[', ']']), port))
-        .await
-        .with_context(|| format!("resolving {host}"))?
-        .next()
-        .ok_or_else(|| anyhow!("{host} resolves to no address"))?;
-    let local_ip = if server.ip().is_loopback() {
-        server.ip()
-    } else {
-        // Connecting a UDP socket sends nothing; it only asks the kernel for the route.
-        let unspecified: IpAddr = if server.is_ipv4() {
-            Ipv4Addr::UNSPECIFIED.into()
-        } else {
-            std::net::Ipv6Addr::UNSPECIFIED.into()
-        };
-        let probe = UdpSocket::bind((unspecified, 0)).await?;
-        probe.connect(server).await?;
-        probe.local_addr()?.ip()
-    };
+/// A UDP socket of its own on `local_ip`, with room for bursts.
+fn bind(local_ip: std::net::IpAddr) -> anyhow::Result<UdpSocket> {
     let socket = std::net::UdpSocket::bind((local_ip, 0))
         .with_context(|| format!("binding a UDP socket on {local_ip}"))?;
     // The kernel caps this at net.core.rmem_max.
@@ -285,32 +200,7 @@ async fn bind_towards(url: &Url) -> anyhow::Result<UdpSocket> {
 }
 
 fn build_peer_connection(local_addr: SocketAddr) -> anyhow::Result<RTCPeerConnection> {
-    let mut media_engine = MediaEngine::default();
-    media_engine
-        .register_codec(
-            RTCRtpCodecParameters {
-                rtp_codec: RTCRtpCodec {
-                    mime_type: MIME_TYPE_H264.to_owned(),
-                    clock_rate: 90_000,
-                    channels: 0,
-                    sdp_fmtp_line: H264_FMTP.to_owned(),
-                    rtcp_feedback: Vec::new(),
-                },
-                payload_type: 102,
-            },
-            RtpCodecKind::Video,
-        )
-        .context("registering H.264")?;
-    // As the player asks for it, so that the server does for us what it does for a browser.
-    media_engine
-        .register_header_extension(
-            RTCRtpHeaderExtensionCapability {
-                uri: abs_capture_time::URI.to_owned(),
-            },
-            RtpCodecKind::Video,
-            None,
-        )
-        .context("registering abs-capture-time")?;
+    let media_engine = offer::media_engine(Feedback::None)?;
     // Receiver reports, as every browser sends them; no NACKs (a loss stays a loss, and is
     // counted) and no decoder.
     let registry = configure_rtcp_reports(Registry::new());
@@ -320,15 +210,8 @@ fn build_peer_connection(local_addr: SocketAddr) -> anyhow::Result<RTCPeerConnec
         .with_interceptor_registry(registry)
         .build(Instant::now())
         .context("building the peer connection")?;
-    pc.add_transceiver_from_kind(
-        RtpCodecKind::Video,
-        Some(RTCRtpTransceiverInit {
-            direction: RTCRtpTransceiverDirection::Recvonly,
-            streams: Vec::new(),
-            send_encodings: Vec::new(),
-        }),
-    )
-    .context("adding the video transceiver")?;
+    pc.add_transceiver_from_kind(RtpCodecKind::Video, Some(offer::receive_video()))
+        .context("adding the video transceiver")?;
     let candidate = CandidateHostConfig {
         base_config: CandidateConfig {
             network: "udp".to_owned(),
@@ -455,18 +338,6 @@ async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn gaps_are_losses_and_stragglers_are_late() {
-        let mut s = Sequence::default();
-        assert_eq!(s.see(65534), Seen::Next { lost: 0 });
-        assert_eq!(s.see(65535), Seen::Next { lost: 0 });
-        // Across the wrap, two missing (0 and 1).
-        assert_eq!(s.see(2), Seen::Next { lost: 2 });
-        assert_eq!(s.see(2), Seen::Late);
-        assert_eq!(s.see(1), Seen::Late);
-        assert_eq!(s.see(3), Seen::Next { lost: 0 });
-    }
 
     #[test]
     fn loss_is_a_fraction_of_what_was_sent() {

@@ -1,8 +1,8 @@
 //! One viewer: a WebRTC peer watching a path. The actor (under the root supervisor, not under the
 //! path) is the control side; its task drives the sans-IO peer connection: datagrams in from the
 //! UDP mux, RTP out from the path's fan-out, timers, RTCP feedback. Viewers find their path's
-//! broadcaster by name, so when a path restarts its viewers rejoin the new one on their own and
-//! keep their peer connection.
+//! broadcaster in the root's [`Directory`], so when a path restarts its viewers rejoin the new
+//! one on their own and keep their peer connection.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, LazyLock};
@@ -17,64 +17,56 @@ use rtc::rtp;
 use rtc::rtp_transceiver::RTCRtpSenderId;
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
 
-use crate::path::broadcaster::{self, BroadcasterMsg, VideoFrame};
-use crate::status::StatusBoard;
-use crate::whep::feedback::asks_for_keyframe;
-use crate::whep::peer::Answered;
-use crate::whep::sessions::Sessions;
-use crate::whep::udp_mux::{Inbound, UdpMux};
+use super::feedback::asks_for_keyframe;
+use super::peer::Answered;
+use super::udp_mux::{Inbound, UdpMux};
+use crate::path::{BroadcasterMsg, Directory, Entry, VideoFrame};
 
 /// A viewer whose ICE and DTLS have not completed by then is given up.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
-/// How often a viewer whose path is away (restarting after a config change or a failure) looks
-/// for it again. A lookup is one map read, and only viewers of a path that is away do it, so the
-/// interval can be short: it adds to the picture gap of every restart.
-const REJOIN_INTERVAL: Duration = Duration::from_millis(20);
 
 /// The RTP clock (90 kHz) of every viewer counts from this instant, so timestamps keep going
 /// forward across path restarts and the browser's jitter buffer never sees time jump back.
 static RTP_EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
 
-pub fn init_rtp_clock() {
+pub(crate) fn init_rtp_clock() {
     LazyLock::force(&RTP_EPOCH);
 }
 
-pub enum ViewerMsg {
+pub(crate) enum ViewerMsg {
     /// Close the session (DELETE, path removed, shutdown).
     Close(String),
     /// The task ended by itself (peer gone, ICE failed, timeout).
     Ended(String),
 }
 
-pub struct ViewerArgs {
+pub(super) struct ViewerArgs {
     pub id: String,
     pub path: String,
-    /// Prefix of the actor registry names of the daemon this viewer belongs to.
-    pub scope: String,
     pub answered: Answered,
     /// The local address reported to the ICE agent (see `IceAddresses::local_addr_for_agent`).
     pub ice_local_addr: SocketAddr,
     pub mux: Arc<UdpMux>,
-    pub sessions: Sessions,
-    /// Tells a viewer whose path is away whether it is coming back (still configured).
-    pub board: StatusBoard,
+    /// Where the path's broadcaster is (and whether the path is coming back when it is away).
+    pub directory: Directory,
+    /// Called once the viewer has stopped (the session registry forgets it).
+    pub on_stop: Box<dyn FnOnce() + Send>,
 }
 
-pub struct ViewerState {
+pub(super) struct ViewerState {
     id: String,
     path: String,
-    scope: String,
     ufrag: String,
     mux: Arc<UdpMux>,
-    sessions: Sessions,
+    on_stop: Option<Box<dyn FnOnce() + Send>>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
-pub struct Viewer;
+pub(super) struct Viewer;
 
 impl Actor for Viewer {
     type Msg = ViewerMsg;
@@ -89,9 +81,8 @@ impl Actor for Viewer {
         let inbox = args.mux.register(&args.answered.ufrag);
         let (stop_tx, stop_rx) = oneshot::channel();
         let ufrag = args.answered.ufrag.clone();
-        let link = Link {
+        let mut link = Link {
             path: args.path.clone(),
-            scope: args.scope.clone(),
             local_addr: args.ice_local_addr,
             mux: Arc::clone(&args.mux),
             pc: args.answered.pc,
@@ -103,20 +94,20 @@ impl Actor for Viewer {
             rtp_offset: rand::random(),
             waiting_for_keyframe: true,
             broadcaster: None,
-            board: args.board,
+            path_entry: args.directory.watch(&args.path),
         };
         let task = tokio::spawn(async move {
             let reason = link.run(inbox, stop_rx).await;
+            link.leave();
             let _ = myself.send_message(ViewerMsg::Ended(reason));
         });
         info!(viewer = %args.id, path = %args.path, "viewer created");
         Ok(ViewerState {
             id: args.id,
             path: args.path,
-            scope: args.scope,
             ufrag,
             mux: args.mux,
-            sessions: args.sessions,
+            on_stop: Some(args.on_stop),
             stop: Some(stop_tx),
             task: Some(task),
         })
@@ -154,23 +145,17 @@ impl Actor for Viewer {
             }
         }
         state.mux.unregister(&state.ufrag);
-        state.sessions.remove(&state.id);
-        if let Some(broadcaster) = broadcaster_of(&state.scope, &state.path) {
-            let _ = broadcaster.send_message(BroadcasterMsg::Left);
+        if let Some(on_stop) = state.on_stop.take() {
+            on_stop();
         }
         debug!(viewer = %state.id, "viewer gone");
         Ok(())
     }
 }
 
-fn broadcaster_of(scope: &str, path: &str) -> Option<ActorRef<BroadcasterMsg>> {
-    ActorRef::where_is(broadcaster::registry_name(scope, path))
-}
-
 /// The data-plane side of a viewer: owns the sans-IO peer connection.
 struct Link {
     path: String,
-    scope: String,
     local_addr: SocketAddr,
     mux: Arc<UdpMux>,
     pc: RTCPeerConnection,
@@ -182,27 +167,45 @@ struct Link {
     rtp_offset: u32,
     /// Nothing is sent until a keyframe, so the first picture a viewer gets always decodes.
     waiting_for_keyframe: bool,
+    /// The broadcaster joined, while joined.
     broadcaster: Option<ActorRef<BroadcasterMsg>>,
-    board: StatusBoard,
+    /// The path's entry in the directory: a joinable broadcaster, away, or removed.
+    path_entry: watch::Receiver<Entry>,
 }
 
 impl Link {
     /// Runs until the viewer ends; returns why.
     async fn run(
-        mut self,
+        &mut self,
         mut inbox: mpsc::Receiver<Inbound>,
         mut stop: oneshot::Receiver<()>,
     ) -> String {
         let connect_deadline = tokio::time::Instant::now() + CONNECT_TIMEOUT;
         let mut connected = false;
         let mut frames: Option<broadcast::Receiver<Arc<VideoFrame>>> = None;
-        let mut rejoin = tokio::time::interval(REJOIN_INTERVAL);
+        // Whether the path's entry may name a broadcaster to join: on connecting, when the
+        // entry changes, and when the joined one goes away.
+        let mut look = false;
         loop {
+            if connected && frames.is_none() && std::mem::take(&mut look) {
+                // Marked seen: a change from here on wakes the wait below.
+                let entry = self.path_entry.borrow_and_update().clone();
+                match entry {
+                    Entry::Running(broadcaster) => frames = self.join(broadcaster).await,
+                    Entry::Removed => {
+                        return "the path was removed from the configuration".into();
+                    }
+                    Entry::Away => {}
+                }
+            }
             while let Some(event) = self.pc.poll_event() {
                 if let RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) = event {
                     debug!(path = %self.path, %state, "viewer connection state");
                     match state {
-                        RTCPeerConnectionState::Connected => connected = true,
+                        RTCPeerConnectionState::Connected => {
+                            connected = true;
+                            look = true;
+                        }
                         RTCPeerConnectionState::Failed => return "connection failed".into(),
                         RTCPeerConnectionState::Closed => return "peer closed".into(),
                         _ => {}
@@ -254,13 +257,12 @@ impl Link {
                 _ = tokio::time::sleep_until(connect_deadline), if !connected => {
                     return format!("not connected within {} s", CONNECT_TIMEOUT.as_secs());
                 }
-                _ = rejoin.tick(), if connected && frames.is_none() => {
-                    // Gone from the status board means gone from the configuration: the path
-                    // is not coming back (a restarting or failed path stays listed).
-                    if !self.board.has_path(&self.path) {
+                changed = self.path_entry.changed(), if connected && frames.is_none() => {
+                    // The root tells the path's watchers it was removed before forgetting it.
+                    if changed.is_err() {
                         return "the path was removed from the configuration".into();
                     }
-                    frames = self.join().await;
+                    look = true;
                 }
                 received = recv_frame(&mut frames) => match received {
                     Ok(frame) => self.send_frame(&frame),
@@ -274,15 +276,19 @@ impl Link {
                         frames = None;
                         self.broadcaster = None;
                         self.waiting_for_keyframe = true;
+                        look = true;
                     }
                 },
             }
         }
     }
 
-    /// Joins the path's current broadcaster, if there is one.
-    async fn join(&mut self) -> Option<broadcast::Receiver<Arc<VideoFrame>>> {
-        let broadcaster = broadcaster_of(&self.scope, &self.path)?;
+    /// Joins the path's broadcaster; None if it has stopped meanwhile (the directory says when
+    /// the next one is there).
+    async fn join(
+        &mut self,
+        broadcaster: ActorRef<BroadcasterMsg>,
+    ) -> Option<broadcast::Receiver<Arc<VideoFrame>>> {
         let reply = broadcaster
             .call(BroadcasterMsg::Join, Some(Duration::from_secs(1)))
             .await
@@ -293,6 +299,13 @@ impl Link {
         self.waiting_for_keyframe = true;
         info!(path = %self.path, "viewer joined the path");
         Some(reply)
+    }
+
+    /// Tells the broadcaster joined that this viewer's receiver is gone (its viewer count).
+    fn leave(&mut self) {
+        if let Some(broadcaster) = self.broadcaster.take() {
+            let _ = broadcaster.send_message(BroadcasterMsg::Left);
+        }
     }
 
     fn want_keyframe(&self) {

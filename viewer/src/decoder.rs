@@ -1,10 +1,10 @@
-//! H.264 decoding with OpenH264, for tests, benchmarks and the Rust viewer: Annex B in, the luma
-//! plane and the [`stamp`](crate::stamp) it carries out.
+//! H.264 decoding with OpenH264, for the decoding viewer and tests: Annex B in, the luma plane and
+//! the [`stamp`](camportal::stamp) it carries out.
 
 use openh264::decoder::Decoder as H264Decoder;
 use openh264::formats::YUVSource;
 
-use crate::stamp::{self, Stamp};
+use camportal::stamp::{self, Stamp};
 
 /// One decoded picture: its luma plane, tightly packed, and the stamp read from it (if any).
 #[derive(Debug, Clone)]
