@@ -20,11 +20,19 @@ use crate::watcher::{ConfigWatcher, WatcherArgs, WatcherMsg};
 use crate::whep::addresses;
 use crate::whep::peer::IceAddresses;
 use crate::whep::udp_mux::UdpMux;
-use crate::whep::{Sessions, Whep};
+use crate::whep::{PendingLimits, Sessions, Whep};
 
 pub struct Settings {
     pub config_dir: PathBuf,
     pub server: ServerConfig,
+}
+
+/// The daemon's log filter when `RUST_LOG` does not say otherwise: its own events at `level`,
+/// its libraries' only when they warn, and the WebRTC stack's (`rtc_*`) only errors — it warns
+/// about what peers send (an unknown DTLS extension on every browser's join), which no
+/// operator can act on.
+pub fn default_log_filter(level: &str) -> String {
+    format!("warn,rtc=error,camportal={level}")
 }
 
 /// A running daemon.
@@ -36,6 +44,7 @@ pub struct Daemon {
     watcher: ActorRef<WatcherMsg>,
     http_stop: oneshot::Sender<()>,
     http: JoinHandle<()>,
+    trimmer: JoinHandle<()>,
 }
 
 /// Starting every path (not waiting for their first pictures) takes milliseconds; this only
@@ -104,6 +113,10 @@ pub async fn start(settings: Settings) -> anyhow::Result<Daemon> {
         directory,
         root: root.get_cell(),
         ice_servers: server.ice_servers.clone(),
+        pending_limits: PendingLimits {
+            per_client: server.pending_sessions_per_address,
+            total: server.pending_sessions,
+        },
     };
     let listener = tokio::net::TcpListener::bind(server.http_address)
         .await
@@ -111,14 +124,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Daemon> {
     let http_addr = listener.local_addr()?;
     let (http_stop, stopped) = oneshot::channel::<()>();
     let app = crate::http::router(whep);
-    let http = tokio::spawn(async move {
-        let serve = axum::serve(listener, app).with_graceful_shutdown(async {
-            let _ = stopped.await;
-        });
-        if let Err(err) = serve.await {
-            tracing::error!(%err, "HTTP server failed");
-        }
-    });
+    let http = tokio::spawn(crate::http::serve(listener, app, stopped));
     info!(http = %http_addr, "camportal listening: open http://{http_addr}/");
     Ok(Daemon {
         http_addr,
@@ -128,6 +134,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Daemon> {
         watcher,
         http_stop,
         http,
+        trimmer: crate::memory::spawn_trimmer(),
     })
 }
 
@@ -144,6 +151,7 @@ impl Daemon {
             .root
             .stop_and_wait(Some("shutdown".into()), Some(Duration::from_millis(1500)))
             .await;
+        self.trimmer.abort();
         let _ = self.http_stop.send(());
         // Open keep-alive connections (a player's) must not hold the exit up.
         let _ = tokio::time::timeout(Duration::from_millis(200), self.http).await;

@@ -58,6 +58,35 @@ impl KeyframePolicy {
     }
 }
 
+/// One viewer's keyframe requests, at most one per `interval`: the path's policy above merges
+/// requests only within its short interval, so without this a viewer sending PLIs at 50 Hz would
+/// raise every viewer's keyframe rate (and the bitrate with it).
+#[derive(Debug, Clone)]
+pub(crate) struct RequestLimit {
+    interval: Duration,
+    last: Option<Instant>,
+}
+
+impl RequestLimit {
+    pub(crate) fn new(interval: Duration) -> Self {
+        Self {
+            interval,
+            last: None,
+        }
+    }
+
+    /// Whether a request now goes through (and counts as the last one).
+    pub(crate) fn allow(&mut self, now: Instant) -> bool {
+        let allowed = self
+            .last
+            .is_none_or(|last| now.duration_since(last) >= self.interval);
+        if allowed {
+            self.last = Some(now);
+        }
+        allowed
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,5 +138,17 @@ mod tests {
             policy.request(t0 + INTERVAL + Duration::from_millis(1)),
             Decision::After(_)
         ));
+    }
+
+    #[test]
+    fn a_viewer_gets_one_request_per_interval() {
+        let mut limit = RequestLimit::new(Duration::from_secs(1));
+        let t0 = Instant::now();
+        let allowed = (0..100)
+            .filter(|i| limit.allow(t0 + Duration::from_millis(20) * *i))
+            .count();
+        // 50 Hz for 2 s: at 0 s and 1 s.
+        assert_eq!(allowed, 2);
+        assert!(limit.allow(t0 + Duration::from_secs(3)));
     }
 }

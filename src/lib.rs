@@ -26,6 +26,7 @@ pub mod frame;
 mod handoff;
 mod http;
 mod keyframe;
+mod memory;
 mod path;
 pub mod rtp;
 mod source;
@@ -35,6 +36,7 @@ mod supervisor;
 mod watcher;
 mod whep;
 
+pub use memory::raise_fd_limit;
 pub use path::is_offline_picture;
 pub use source::testsrc::TestSrc;
 pub use whep::CONNECT_TIMEOUT;

@@ -131,15 +131,18 @@ async fn run(args: RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // The daemon's own events at the configured level; its libraries' only when they warn.
     let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(format!("warn,camportal={}", server.log_level)));
+        .unwrap_or_else(|_| EnvFilter::new(daemon::default_log_filter(&server.log_level)));
     // Colours only on a terminal: under systemd or a pipe they would be noise in the log.
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stdout().is_terminal())
         .init();
 
+    match camportal::raise_fd_limit() {
+        Ok(limit) => tracing::debug!(limit, "open file limit"),
+        Err(err) => tracing::warn!(%err, "cannot raise the open file limit"),
+    }
     let daemon = match daemon::start(Settings {
         config_dir: args.config_dir,
         server,

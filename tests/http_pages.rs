@@ -49,3 +49,28 @@ async fn index_player_redirect_and_status_api() {
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
     test.daemon.shutdown().await;
 }
+
+/// Only path names are redirected (never off the origin), and odd paths get a 4xx, never a 5xx.
+#[tokio::test]
+async fn odd_paths_are_answered_not_redirected_away() {
+    let test = TestDaemon::start(&[("cam", &small_path(320, 240))]).await;
+    let client = reqwest::Client::builder()
+        .redirect(Policy::none())
+        .build()
+        .unwrap();
+    for path in [
+        "/%2Fevil.example",
+        "/%2F%2Fevil.example",
+        "/%5Cevil.example",
+        "/%0d%0aX",
+        "/%00",
+        "/a%20b",
+        "/%ff",
+        "/api",
+    ] {
+        let r = client.get(test.url(path)).send().await.unwrap();
+        assert!(r.status().is_client_error(), "{path}: {}", r.status());
+        assert!(r.headers().get("location").is_none(), "{path}");
+    }
+    test.daemon.shutdown().await;
+}

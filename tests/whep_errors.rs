@@ -2,6 +2,9 @@
 
 mod support;
 
+use std::time::{Duration, Instant};
+
+use camportal_viewer::Viewer;
 use reqwest::StatusCode;
 use support::{TestDaemon, offer_sdp, small_path};
 
@@ -34,6 +37,19 @@ async fn bad_requests_get_clear_answers() {
     let r = post(&whep, "application/sdp", "this is not SDP".into()).await;
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     assert!(r.text().await.unwrap().contains("malformed SDP"));
+
+    // Offers that could never carry video to the viewer, each with its reason.
+    for (from, to, reason) in [
+        ("a=setup:actpass", "a=setup:passive", "setup:passive"),
+        ("a=recvonly", "a=sendonly", "sendonly"),
+        ("m=video 9 ", "m=video 0 ", "port 0"),
+        ("UDP/TLS/RTP/SAVPF", "RTP/AVP", "RTP/AVP"),
+    ] {
+        let r = post(&whep, "application/sdp", good.replace(from, to)).await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{reason}");
+        let text = r.text().await.unwrap();
+        assert!(text.contains(reason), "{reason}: {text}");
+    }
 
     let r = post(&whep, "application/sdp", offer_sdp(&["vp8"])).await;
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
@@ -145,5 +161,67 @@ async fn a_viewer_that_never_connects_is_cleaned_up() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     assert_eq!(test.daemon.board.snapshot().paths[0].viewers, 0);
+    test.daemon.shutdown().await;
+}
+
+/// An offer flood from one client costs a bounded number of half-open sessions (20 from one
+/// address by default: the rest get 503 with Retry-After), and a viewer already watching keeps
+/// its picture throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offer_flood_is_capped_and_a_watching_viewer_keeps_its_picture() {
+    let test = TestDaemon::start(&[("cam", &small_path(320, 240))]).await;
+    let whep = test.whep_url("cam");
+    let mut viewer = Viewer::connect(&whep).await.expect("WHEP session");
+    viewer
+        .next_frame(Duration::from_secs(10))
+        .await
+        .expect("first frame");
+
+    const OFFERS: usize = 300;
+    let flood = async {
+        let client = reqwest::Client::new();
+        let (mut created, mut refused) = (0, 0);
+        for _ in 0..OFFERS {
+            let r = client
+                .post(&whep)
+                .header("content-type", "application/sdp")
+                .body(offer_sdp(&["h264"]))
+                .send()
+                .await
+                .expect("daemon answers");
+            match r.status() {
+                StatusCode::CREATED => created += 1,
+                StatusCode::SERVICE_UNAVAILABLE => {
+                    assert!(r.headers().contains_key("retry-after"));
+                    refused += 1;
+                }
+                other => panic!("unexpected {other}"),
+            }
+        }
+        (created, refused)
+    };
+    let watch = async {
+        let until = Instant::now() + Duration::from_secs(4);
+        let (mut frames, mut longest_gap, mut last) = (0u32, Duration::ZERO, Instant::now());
+        while Instant::now() < until {
+            viewer
+                .next_frame(Duration::from_secs(5))
+                .await
+                .expect("frames flow during the flood");
+            frames += 1;
+            longest_gap = longest_gap.max(last.elapsed());
+            last = Instant::now();
+        }
+        (frames, longest_gap)
+    };
+    let ((created, refused), (frames, longest_gap)) = tokio::join!(flood, watch);
+    eprintln!(
+        "offer flood: {created} created, {refused} refused; the viewer got {frames} frames, \
+         longest gap {} ms",
+        longest_gap.as_millis()
+    );
+    assert_eq!(created, 20, "the per-address cap");
+    assert_eq!(refused, OFFERS - 20);
+    assert!(longest_gap < Duration::from_secs(1), "{longest_gap:?}");
     test.daemon.shutdown().await;
 }

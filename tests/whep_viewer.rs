@@ -145,3 +145,48 @@ async fn wait_until(condition: impl Fn() -> bool) {
     }
     panic!("condition not met within 5 s");
 }
+
+/// A viewer sending keyframe requests at 50 Hz raises another viewer's keyframe rate to about
+/// one a second at most (it was 3.3/s; the path's own interval is one per 2 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pli_storm_from_one_viewer_spares_the_others() {
+    let test = TestDaemon::start(&[("cam", &small_path(320, 240))]).await;
+    let url = test.whep_url("cam");
+    let mut calm = Viewer::connect(&url).await.expect("WHEP session");
+    let mut noisy = Viewer::connect(&url).await.expect("WHEP session");
+    calm.next_frame(FRAME_TIMEOUT).await.expect("first frame");
+    noisy.next_frame(FRAME_TIMEOUT).await.expect("first frame");
+
+    const STORM: Duration = Duration::from_secs(6);
+    let storm = async {
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        let until = Instant::now() + STORM;
+        while Instant::now() < until {
+            tick.tick().await;
+            let _ = noisy.send_pli().await;
+        }
+    };
+    let watch = async {
+        let until = Instant::now() + STORM;
+        let (mut frames, mut keyframes) = (0u32, 0u32);
+        while Instant::now() < until {
+            let frame = calm.next_frame(FRAME_TIMEOUT).await.expect("frames flow");
+            frames += 1;
+            keyframes += u32::from(frame.keyframe);
+        }
+        (frames, keyframes)
+    };
+    let ((), (frames, keyframes)) = tokio::join!(storm, watch);
+    let rate = f64::from(keyframes) / STORM.as_secs_f64();
+    eprintln!(
+        "PLI storm from another viewer: {keyframes} keyframes in {frames} frames, {rate:.2}/s; \
+         {} PLIs sent",
+        noisy.stats().plis_sent
+    );
+    assert!(
+        frames > 120,
+        "the calm viewer kept its frame rate: {frames}"
+    );
+    assert!(rate <= 1.7, "keyframe rate {rate:.2}/s");
+    test.daemon.shutdown().await;
+}

@@ -35,8 +35,16 @@ pub fn file(path: &Path) -> String {
 }
 
 impl Daemon {
-    /// Starts the daemon with one path, `bench`, from `yaml`, and waits until it runs.
+    /// Starts the daemon with one path, `bench`, from `yaml`, and waits until it runs. The
+    /// viewers section offers up to 50 sessions at once from this one address: the limit on
+    /// sessions still connecting is raised for it.
     pub async fn start(binary: &Path, yaml: &str) -> anyhow::Result<Daemon> {
+        let server = "webrtcPendingSessionsPerAddress: 1000\nwebrtcPendingSessions: 1000\n";
+        Self::start_with(binary, yaml, server).await
+    }
+
+    /// As [`Daemon::start`], with `server` as `camportal.yml`.
+    pub async fn start_with(binary: &Path, yaml: &str, server: &str) -> anyhow::Result<Daemon> {
         let dir = tempfile::Builder::new()
             .prefix("camportal-bench-")
             .tempdir()
@@ -44,6 +52,8 @@ impl Daemon {
         let config = dir.path().join("config.d");
         std::fs::create_dir(&config).context("creating config.d")?;
         std::fs::write(config.join("bench.yml"), yaml).context("writing the path file")?;
+        std::fs::write(dir.path().join("camportal.yml"), server)
+            .context("writing camportal.yml")?;
         let mut daemon = Self::start_in(binary, &config).await?;
         daemon._dir = Some(dir);
         daemon.wait_running("bench").await?;

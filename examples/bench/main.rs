@@ -14,6 +14,8 @@
 //! 4. `latency`: capture stamp → decoded picture (Rust viewer), → presented frame (Chromium).
 //! 5. `viewers`: 1…200 light viewers of one 720p30 2 Mbit/s stream: daemon CPU, loss, memory.
 //! 6. `memory`: idle RSS with the shipped config.
+//! 7. `soak`: join/leave cycles, an offer flood and idle HTTP connections against one daemon,
+//!    with a viewer watching: RSS, open files, threads and the viewer's longest gap.
 //!
 //! The daemon runs as its own process and its CPU is its own (user + sys from /proc), so the
 //! viewers, Chromium and ffmpeg sharing the machine do not count against it. Medians and ratios
@@ -32,6 +34,7 @@ mod memory;
 mod pipeline;
 mod proc;
 mod report;
+mod soak;
 mod stats;
 mod ttff;
 mod viewers;
@@ -50,7 +53,8 @@ struct Args {
     /// Short durations and few sizes: a smoke run of every measurement (~3 min).
     #[arg(long)]
     quick: bool,
-    /// Only these sections (comma-separated): encoders, pipeline, ttff, latency, viewers, memory.
+    /// Only these sections (comma-separated): encoders, pipeline, ttff, latency, viewers, memory,
+    /// soak.
     #[arg(long, value_delimiter = ',')]
     only: Vec<Section>,
     /// Where to write the report [default: BENCHMARKS.md, or target/bench/BENCHMARKS-quick.md
@@ -67,6 +71,7 @@ enum Section {
     Latency,
     Viewers,
     Memory,
+    Soak,
 }
 
 /// Durations and sizes of one run.
@@ -180,6 +185,7 @@ async fn main() -> anyhow::Result<()> {
         Section::Latency,
         Section::Viewers,
         Section::Memory,
+        Section::Soak,
     ]
     .into_iter()
     .any(wants);
@@ -216,6 +222,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if wants(Section::Memory) {
         report.add(memory::run(&bench).await.context("memory")?);
+    }
+    if wants(Section::Soak) {
+        report.add(soak::run(&bench).await.context("soak")?);
     }
     report.finish(started.elapsed());
     std::fs::write(&out, report.markdown())

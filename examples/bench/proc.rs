@@ -20,6 +20,22 @@ pub fn rss_bytes(pid: u32) -> anyhow::Result<u64> {
     parse_vm_rss(&status).ok_or_else(|| anyhow!("no VmRSS in {path}"))
 }
 
+/// Open file descriptors of a process.
+pub fn fd_count(pid: u32) -> anyhow::Result<usize> {
+    let path = format!("/proc/{pid}/fd");
+    Ok(std::fs::read_dir(&path)
+        .with_context(|| format!("reading {path}"))?
+        .count())
+}
+
+/// Threads of a process.
+pub fn thread_count(pid: u32) -> anyhow::Result<usize> {
+    let path = format!("/proc/{pid}/task");
+    Ok(std::fs::read_dir(&path)
+        .with_context(|| format!("reading {path}"))?
+        .count())
+}
+
 /// utime + stime (fields 14 and 15) of a /proc/<pid>/stat line, in clock ticks. The command
 /// name (field 2) may hold spaces and parentheses, so fields are counted after its last `)`.
 fn parse_stat_ticks(stat: &str) -> Option<u64> {

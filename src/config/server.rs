@@ -32,6 +32,13 @@ pub struct ServerConfig {
     pub additional_hosts: Vec<String>,
     #[serde(rename = "webrtcICEServers2")]
     pub ice_servers: Vec<IceServer>,
+    /// WHEP sessions not yet connected (ICE and DTLS) that one client address may hold; more
+    /// offers get `503`. Each costs a peer connection until it connects or times out.
+    #[serde(rename = "webrtcPendingSessionsPerAddress")]
+    pub pending_sessions_per_address: usize,
+    /// The same, all clients together.
+    #[serde(rename = "webrtcPendingSessions")]
+    pub pending_sessions: usize,
     /// One of `error`, `warn`, `info`, `debug`, `trace`.
     #[serde(rename = "logLevel", deserialize_with = "deserialize_log_level")]
     pub log_level: String,
@@ -44,6 +51,8 @@ impl Default for ServerConfig {
             udp_address: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 8189),
             additional_hosts: Vec::new(),
             ice_servers: Vec::new(),
+            pending_sessions_per_address: 20,
+            pending_sessions: 200,
             log_level: "info".to_string(),
         }
     }

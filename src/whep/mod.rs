@@ -11,14 +11,17 @@ mod sessions;
 pub(crate) mod udp_mux;
 mod viewer;
 
-pub(crate) use sessions::Sessions;
+pub(crate) use sessions::{Pending, Sessions};
 pub use viewer::CONNECT_TIMEOUT;
 pub(crate) use viewer::init_rtp_clock;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use ractor::{Actor, ActorCell};
@@ -35,6 +38,33 @@ use viewer::{Viewer, ViewerArgs, ViewerMsg};
 
 /// Largest SDP offer accepted; browsers send a few KiB.
 pub(crate) const MAX_OFFER_BYTES: usize = 64 * 1024;
+/// What a client over its pending-session limit is told to wait: about how long a session that
+/// never connects is kept.
+const PENDING_RETRY_AFTER: Duration = Duration::from_secs(5);
+
+/// How many sessions still connecting (each holds a peer connection) are accepted.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PendingLimits {
+    pub per_client: usize,
+    pub total: usize,
+}
+
+/// Why a new offer is refused for now, if it is: a client may not pile up half-open sessions.
+fn over_limit(pending: Pending, limits: PendingLimits) -> Option<String> {
+    if pending.from_client >= limits.per_client {
+        Some(format!(
+            "too many sessions still connecting from your address ({}); retry later",
+            pending.from_client
+        ))
+    } else if pending.total >= limits.total {
+        Some(format!(
+            "too many sessions still connecting ({}); retry later",
+            pending.total
+        ))
+    } else {
+        None
+    }
+}
 
 #[derive(Clone)]
 pub(crate) struct Whep {
@@ -46,6 +76,7 @@ pub(crate) struct Whep {
     /// The viewers' parent.
     pub root: ActorCell,
     pub ice_servers: Vec<IceServer>,
+    pub pending_limits: PendingLimits,
 }
 
 fn plain(status: StatusCode, reason: impl Into<String>) -> Response {
@@ -85,10 +116,21 @@ fn ice_server_links(servers: &[IceServer]) -> Vec<HeaderValue> {
 
 pub(crate) async fn post_offer(
     State(whep): State<Whep>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
     Path(path): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let client = client.ip();
+    if let Some(reason) = over_limit(whep.sessions.pending(client), whep.pending_limits) {
+        info!(%client, %path, %reason, "WHEP offer refused");
+        let mut response = plain(StatusCode::SERVICE_UNAVAILABLE, reason);
+        response.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(PENDING_RETRY_AFTER.as_secs()),
+        );
+        return response;
+    }
     if !whep.board.has_path(&path) {
         return plain(StatusCode::NOT_FOUND, format!("no path named '{path}'"));
     }
@@ -120,9 +162,11 @@ pub(crate) async fn post_offer(
             sessions.remove(&id);
         })
     };
+    let connected = Arc::new(AtomicBool::new(false));
     let args = ViewerArgs {
         id: id.clone(),
         path: path.clone(),
+        connected: Arc::clone(&connected),
         answered,
         ice_local_addr: whep.addresses.local_addr_for_agent(whep.mux.local_addr()),
         mux: Arc::clone(&whep.mux),
@@ -144,6 +188,8 @@ pub(crate) async fn post_offer(
         Session {
             path: path.clone(),
             viewer,
+            client,
+            connected,
         },
     );
 
@@ -233,5 +279,19 @@ mod tests {
             "{link}"
         );
         assert!(link.contains("username=\"u\""));
+    }
+
+    #[test]
+    fn pending_sessions_are_capped_per_client_then_in_all() {
+        let limits = PendingLimits {
+            per_client: 2,
+            total: 3,
+        };
+        let pending = |from_client, total| Pending { from_client, total };
+        assert_eq!(over_limit(pending(1, 2), limits), None);
+        let refused = over_limit(pending(2, 2), limits).expect("per client");
+        assert!(refused.contains("from your address"), "{refused}");
+        let refused = over_limit(pending(0, 3), limits).expect("in all");
+        assert!(!refused.contains("your address"), "{refused}");
     }
 }

@@ -60,6 +60,9 @@ pub(crate) struct Answered {
     pub answer_sdp: String,
     /// Our ICE username fragment: how the UDP mux recognises this viewer's first packets.
     pub ufrag: String,
+    /// Our ICE password: the peer signs its STUN requests with it, and the UDP mux checks that
+    /// before it learns the peer's address.
+    pub ice_password: String,
     pub sender: RTCRtpSenderId,
     pub ssrc: u32,
     pub payload_type: u8,
@@ -136,7 +139,7 @@ pub(crate) fn answer(offer_sdp: String, addresses: &IceAddresses) -> Result<Answ
     let ufrag = Alphanumeric.sample_string(&mut rng, 16);
     let password = Alphanumeric.sample_string(&mut rng, 32);
     let settings = SettingEngineBuilder::new()
-        .with_ice_credentials(ufrag.clone(), password)
+        .with_ice_credentials(ufrag.clone(), password.clone())
         .with_ice_timeouts(
             Some(ICE_DISCONNECTED_TIMEOUT),
             Some(ICE_FAILED_TIMEOUT),
@@ -240,6 +243,7 @@ pub(crate) fn answer(offer_sdp: String, addresses: &IceAddresses) -> Result<Answ
         pc,
         answer_sdp,
         ufrag,
+        ice_password: password,
         sender,
         ssrc,
         payload_type,

@@ -3,6 +3,8 @@
 //! session is forgotten when the viewer stops.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use ractor::ActorRef;
@@ -13,6 +15,17 @@ use super::viewer::ViewerMsg;
 pub(crate) struct Session {
     pub path: String,
     pub viewer: ActorRef<ViewerMsg>,
+    /// Who POSTed the offer.
+    pub client: IpAddr,
+    /// Set by the viewer once ICE and DTLS are done; until then the session is pending.
+    pub connected: Arc<AtomicBool>,
+}
+
+/// Sessions not yet connected: from one client address, and in all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Pending {
+    pub from_client: usize,
+    pub total: usize,
 }
 
 #[derive(Clone, Default)]
@@ -40,6 +53,22 @@ impl Sessions {
             .iter()
             .map(|(id, session)| (id.clone(), session.clone()))
             .collect()
+    }
+
+    /// The sessions still connecting, from `client` and in all.
+    pub(crate) fn pending(&self, client: IpAddr) -> Pending {
+        let sessions = self.lock();
+        let mut pending = Pending {
+            from_client: 0,
+            total: 0,
+        };
+        for session in sessions.values() {
+            if !session.connected.load(Ordering::Relaxed) {
+                pending.total += 1;
+                pending.from_client += usize::from(session.client == client);
+            }
+        }
+        pending
     }
 
     /// Closes the sessions of one path, telling their viewers why.

@@ -5,6 +5,7 @@
 //! one on their own and keep their peer connection.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
@@ -23,10 +24,17 @@ use tracing::{debug, info, warn};
 use super::feedback::asks_for_keyframe;
 use super::peer::Answered;
 use super::udp_mux::{Inbound, UdpMux};
+use crate::keyframe::RequestLimit;
 use crate::path::{BroadcasterMsg, Directory, Entry, VideoFrame};
 
 /// A viewer whose ICE and DTLS have not completed by then is given up.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// A viewer that has sent nothing at all by then (a browser's first ICE check comes within
+/// milliseconds of the answer) is given up sooner: an offer nobody follows up costs little.
+const ICE_START_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A viewer's keyframe requests (PLI, FIR, falling behind) go through at most this often.
+const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The RTP clock (90 kHz) of every viewer counts from this instant, so timestamps keep going
 /// forward across path restarts and the browser's jitter buffer never sees time jump back.
@@ -46,6 +54,8 @@ pub(crate) enum ViewerMsg {
 pub(super) struct ViewerArgs {
     pub id: String,
     pub path: String,
+    /// Set once ICE and DTLS are done (the session no longer counts as pending).
+    pub connected: Arc<AtomicBool>,
     pub answered: Answered,
     /// The local address reported to the ICE agent (see `IceAddresses::local_addr_for_agent`).
     pub ice_local_addr: SocketAddr,
@@ -78,7 +88,9 @@ impl Actor for Viewer {
         myself: ActorRef<Self::Msg>,
         args: ViewerArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let inbox = args.mux.register(&args.answered.ufrag);
+        let inbox = args
+            .mux
+            .register(&args.answered.ufrag, &args.answered.ice_password);
         let (stop_tx, stop_rx) = oneshot::channel();
         let ufrag = args.answered.ufrag.clone();
         let mut link = Link {
@@ -95,6 +107,8 @@ impl Actor for Viewer {
             waiting_for_keyframe: true,
             broadcaster: None,
             path_entry: args.directory.watch(&args.path),
+            keyframe_requests: RequestLimit::new(KEYFRAME_REQUEST_INTERVAL),
+            connected: args.connected,
         };
         let task = tokio::spawn(async move {
             let reason = link.run(inbox, stop_rx).await;
@@ -171,6 +185,9 @@ struct Link {
     broadcaster: Option<ActorRef<BroadcasterMsg>>,
     /// The path's entry in the directory: a joinable broadcaster, away, or removed.
     path_entry: watch::Receiver<Entry>,
+    keyframe_requests: RequestLimit,
+    /// Shared with the session registry: set once ICE and DTLS are done.
+    connected: Arc<AtomicBool>,
 }
 
 impl Link {
@@ -181,7 +198,9 @@ impl Link {
         mut stop: oneshot::Receiver<()>,
     ) -> String {
         let connect_deadline = tokio::time::Instant::now() + CONNECT_TIMEOUT;
+        let ice_start_deadline = tokio::time::Instant::now() + ICE_START_TIMEOUT;
         let mut connected = false;
+        let mut heard_from = false;
         let mut frames: Option<broadcast::Receiver<Arc<VideoFrame>>> = None;
         // Whether the path's entry may name a broadcaster to join: on connecting, when the
         // entry changes, and when the joined one goes away.
@@ -204,6 +223,7 @@ impl Link {
                     match state {
                         RTCPeerConnectionState::Connected => {
                             connected = true;
+                            self.connected.store(true, Ordering::Relaxed);
                             look = true;
                         }
                         RTCPeerConnectionState::Failed => return "connection failed".into(),
@@ -235,6 +255,7 @@ impl Link {
                 }
                 datagram = inbox.recv() => {
                     let Some(datagram) = datagram else { return "UDP mux closed".into() };
+                    heard_from = true;
                     let message = TaggedBytesMut {
                         now: Instant::now(),
                         transport: TransportContext {
@@ -256,6 +277,9 @@ impl Link {
                 }
                 _ = tokio::time::sleep_until(connect_deadline), if !connected => {
                     return format!("not connected within {} s", CONNECT_TIMEOUT.as_secs());
+                }
+                _ = tokio::time::sleep_until(ice_start_deadline), if !heard_from => {
+                    return format!("no ICE from the viewer within {} s", ICE_START_TIMEOUT.as_secs());
                 }
                 changed = self.path_entry.changed(), if connected && frames.is_none() => {
                     // The root tells the path's watchers it was removed before forgetting it.
@@ -308,8 +332,10 @@ impl Link {
         }
     }
 
-    fn want_keyframe(&self) {
-        if let Some(broadcaster) = &self.broadcaster {
+    fn want_keyframe(&mut self) {
+        if let Some(broadcaster) = &self.broadcaster
+            && self.keyframe_requests.allow(Instant::now())
+        {
             let _ = broadcaster.send_message(BroadcasterMsg::KeyframeWanted);
         }
     }

@@ -10,7 +10,13 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use serde::Serialize;
 use tower_http::cors::{Any, CorsLayer};
+use tower_http::timeout::RequestBodyTimeoutLayer;
 
+mod listener;
+
+pub(crate) use listener::serve;
+
+use crate::config::PathName;
 use crate::whep::{self, MAX_OFFER_BYTES, Whep};
 
 /// `(name, content type, body)` of every file under `web/`.
@@ -18,27 +24,27 @@ const STATIC_FILES: &[(&str, &str, &str)] = &[
     (
         "index.html",
         "text/html; charset=utf-8",
-        include_str!("../web/index.html"),
+        include_str!("../../web/index.html"),
     ),
     (
         "player.html",
         "text/html; charset=utf-8",
-        include_str!("../web/player.html"),
+        include_str!("../../web/player.html"),
     ),
     (
         "index.js",
         "text/javascript; charset=utf-8",
-        include_str!("../web/index.js"),
+        include_str!("../../web/index.js"),
     ),
     (
         "player.js",
         "text/javascript; charset=utf-8",
-        include_str!("../web/player.js"),
+        include_str!("../../web/player.js"),
     ),
     (
         "style.css",
         "text/css; charset=utf-8",
-        include_str!("../web/style.css"),
+        include_str!("../../web/style.css"),
     ),
 ];
 
@@ -81,6 +87,16 @@ async fn api_viewers(State(whep): State<Whep>) -> Response {
     Json(viewers).into_response()
 }
 
+/// `/<path>` → `/<path>/`, for path names only. Anything else is not a path: redirecting it
+/// could leave the origin (`/%2Fevil.example` → `//evil.example/`) or make a header of a
+/// control character (`/%0d%0a`).
+async fn to_player(Path(path): Path<String>) -> Response {
+    match PathName::new(&path) {
+        Ok(name) => Redirect::permanent(&format!("/{}/", name.as_str())).into_response(),
+        Err(_) => (StatusCode::NOT_FOUND, "no such page\n").into_response(),
+    }
+}
+
 pub(crate) fn router(whep: Whep) -> Router {
     // A player on another origin may use WHEP: it must see Location (to DELETE) and Link.
     let cors = CorsLayer::new()
@@ -96,12 +112,7 @@ pub(crate) fn router(whep: Whep) -> Router {
         )
         .route("/api/paths", get(api_paths))
         .route("/api/viewers", get(api_viewers))
-        .route(
-            "/{path}",
-            get(
-                |Path(path): Path<String>| async move { Redirect::permanent(&format!("/{path}/")) },
-            ),
-        )
+        .route("/{path}", get(to_player))
         .route("/{path}/", get(|| async { static_file("player.html") }))
         .route(
             "/{path}/whep",
@@ -112,6 +123,7 @@ pub(crate) fn router(whep: Whep) -> Router {
             axum::routing::delete(whep::delete_session).patch(whep::patch_session),
         )
         .layer(DefaultBodyLimit::max(MAX_OFFER_BYTES))
+        .layer(RequestBodyTimeoutLayer::new(listener::BODY_TIMEOUT))
         .layer(cors)
         .with_state(whep)
 }
