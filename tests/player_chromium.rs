@@ -208,3 +208,50 @@ async fn the_player_keeps_playing_across_a_restart_of_its_path() {
     drop(browser);
     test.daemon.shutdown().await;
 }
+
+/// The player asks the server about its session when no media has come for a second (a dead
+/// session after a daemon restart): a live path at 1 picture a second must not look dead.
+#[tokio::test]
+async fn the_player_keeps_its_session_on_a_one_fps_path() {
+    let (test, browser, page) = player(&testsrc(320, 240, 1)).await;
+    page.wait_for(
+        "window.camportal.state === 'playing'",
+        Duration::from_secs(20),
+    )
+    .await
+    .expect("video plays");
+    let first = page
+        .eval(DECODED)
+        .await
+        .expect("frames")
+        .as_u64()
+        .unwrap_or(0);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let later = page
+        .eval(DECODED)
+        .await
+        .expect("frames")
+        .as_u64()
+        .unwrap_or(0);
+    println!("chromium at 1 fps: frames decoded {first} then {later} six seconds later");
+    assert!(
+        later >= first + 4,
+        "pictures keep coming: {first} → {later}"
+    );
+    assert_eq!(
+        page.eval("window.camportal.reconnects")
+            .await
+            .expect("reconnects"),
+        serde_json::json!(0),
+        "same session throughout; console:\n{}",
+        page.console().join("\n")
+    );
+    assert_eq!(
+        page.eval("window.camportal.state").await.expect("state"),
+        serde_json::json!("playing")
+    );
+    assert_eq!(test.viewer_count().await, 1);
+    drop(page);
+    drop(browser);
+    test.daemon.shutdown().await;
+}

@@ -74,6 +74,14 @@ async fn bad_requests_get_clear_answers() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
 
+    // Whether a session exists: the player asks when its media stops.
+    let r = client
+        .get(test.url("/cam/whep/no-such-session"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+
     // CORS preflight from a player on another origin.
     let r = client
         .request(reqwest::Method::OPTIONS, &whep)
@@ -89,13 +97,15 @@ async fn bad_requests_get_clear_answers() {
     // After all of that, a good offer is still answered.
     let r = post(&whep, "application/sdp", good).await;
     assert_eq!(r.status(), StatusCode::CREATED);
-    assert!(
-        r.headers()["location"]
-            .to_str()
-            .unwrap()
-            .starts_with("/cam/whep/")
-    );
+    let location = r.headers()["location"].to_str().unwrap().to_owned();
+    assert!(location.starts_with("/cam/whep/"), "{location}");
     assert_eq!(r.headers()["content-type"], "application/sdp");
+    let r = client.get(test.url(&location)).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    // The same id on another path is not that session.
+    let elsewhere = location.replacen("/cam/", "/other/", 1);
+    let r = client.get(test.url(&elsewhere)).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
     test.daemon.shutdown().await;
 }
 

@@ -6,6 +6,19 @@
   const FIRST_RETRY_MS = 250;
   const MAX_RETRY_MS = 5000;
   const DISCONNECTED_GRACE_MS = 2000; // ICE "disconnected" often recovers by itself
+  // A session that stops receiving (the server restarted, say) is noticed by its media: no RTP
+  // packet for STALL_MS (a live path sends at least 5 pictures a second, even "camera offline";
+  // 1 fps paths only cost an extra question) makes the player ask the server whether the
+  // session still exists; a path restarting keeps it, a restarted server does not know it.
+  const WATCH_MS = 250;
+  const STALL_MS = 1000;
+  const PROBE_TIMEOUT_MS = 2000;
+  // After a session was lost, while the server cannot be reached, the player asks every
+  // ANSWER_POLL_MS whether it answers again (OPTIONS on the WHEP endpoint: nothing to set up)
+  // and reconnects the moment it does, rather than at the next backoff step. Only for
+  // ANSWER_WATCH_MS after the loss: a server that stays away is left to the backoff.
+  const ANSWER_POLL_MS = 250;
+  const ANSWER_WATCH_MS = 30000;
   const SETUP_TIMEOUT_MS = 15000; // POST + ICE + first frame
   const GOOD_AFTER_MS = 5000; // playing this long resets the backoff
   const DELETE_WAIT_MS = 1000;
@@ -57,9 +70,14 @@
   // The server could not be reached at all.
   class Offline extends Error {}
 
-  let session = null; // { pc, url, setupTimer, graceTimer } of the current attempt
+  let session = null; // the current attempt: { pc, url, timers, … } (see connect)
   let retryDelay = FIRST_RETRY_MS;
   let retryTimer = null;
+  // A session that was connected and died is retried at once; then failures back off
+  // (FIRST_RETRY_MS … MAX_RETRY_MS) until a session plays for GOOD_AFTER_MS again.
+  let quickRetryUsed = false;
+  let lostAt = -Infinity; // when the last session that had played was lost (performance.now())
+  let answerWatch = null; // the current watch for the server's answer, while one runs
   let countdownTimer = null;
   let goodTimer = null;
   let pendingDelete = Promise.resolve();
@@ -83,6 +101,7 @@
     if (!old) return;
     clearTimeout(old.setupTimer);
     clearTimeout(old.graceTimer);
+    clearInterval(old.watchTimer);
     old.pc.ontrack = old.pc.onconnectionstatechange = null;
     old.pc.close();
     video.srcObject = null;
@@ -93,13 +112,22 @@
     pendingDelete = fetch(url, { method: 'DELETE', keepalive: true }).catch(() => {});
   }
 
-  function fail(current, error) {
+  // Ends `current` and schedules the next attempt. `lost`: the session was connected and died
+  // (server restarted or gone), so the first retry goes at once.
+  function fail(current, error, lost = false) {
     if (current !== session) return; // a stale attempt: already replaced
     teardown();
     const reason = error instanceof Error ? error.message : String(error);
     status.lastError = reason;
-    const delay = retryDelay;
-    retryDelay = Math.min(retryDelay * 2, MAX_RETRY_MS);
+    let delay;
+    if (lost && !quickRetryUsed) {
+      quickRetryUsed = true;
+      lostAt = performance.now();
+      delay = 0;
+    } else {
+      delay = retryDelay;
+      retryDelay = Math.min(retryDelay * 2, MAX_RETRY_MS);
+    }
     const state = error instanceof Offline ? 'offline' : 'unavailable';
     const label = state === 'offline' ? `offline: ${reason}` : `stream unavailable: ${reason}`;
     const due = Date.now() + delay;
@@ -111,22 +139,56 @@
     clearInterval(countdownTimer);
     countdownTimer = setInterval(tick, 1000);
     clearTimeout(retryTimer);
-    retryTimer = setTimeout(() => {
-      status.reconnects += 1;
-      connect();
-    }, delay);
+    retryTimer = setTimeout(reconnect, delay);
+    if (state === 'offline' && delay > ANSWER_POLL_MS) watchForAnswer();
     console.warn(`camportal: ${label}; retrying in ${delay} ms`);
+  }
+
+  function reconnect() {
+    status.reconnects += 1;
+    connect();
+  }
+
+  // While waiting to retry a server that could not be reached: reconnect as soon as it answers.
+  function watchForAnswer() {
+    const watch = { timer: null, asking: false };
+    stopWatchingForAnswer();
+    answerWatch = watch;
+    watch.timer = setInterval(async () => {
+      if (watch.asking) return;
+      if (performance.now() - lostAt >= ANSWER_WATCH_MS) {
+        stopWatchingForAnswer();
+        return;
+      }
+      watch.asking = true;
+      const abort = new AbortController();
+      const timeout = setTimeout(() => abort.abort(), PROBE_TIMEOUT_MS);
+      const asked = fetch(whepUrl, { method: 'OPTIONS', cache: 'no-store', signal: abort.signal });
+      const answered = await asked.then(() => true, () => false);
+      clearTimeout(timeout);
+      watch.asking = false;
+      if (answered && answerWatch === watch) reconnect();
+    }, ANSWER_POLL_MS);
+  }
+
+  function stopWatchingForAnswer() {
+    if (answerWatch) clearInterval(answerWatch.timer);
+    answerWatch = null;
   }
 
   async function connect() {
     clearInterval(countdownTimer);
     clearTimeout(retryTimer);
+    stopWatchingForAnswer();
     teardown();
     // Let the old session's DELETE go first, so a viewer limit is not hit by our own ghost.
     await Promise.race([pendingDelete, new Promise((done) => setTimeout(done, DELETE_WAIT_MS))]);
 
     const pc = new RTCPeerConnection();
-    const current = { pc, url: null, setupTimer: null, graceTimer: null, receiver: null };
+    const current = {
+      pc, url: null, setupTimer: null, graceTimer: null, receiver: null,
+      watchTimer: null, connected: false, packets: -1, progressAt: 0, probing: false,
+    };
     session = current;
     setState('connecting', 'connecting…');
     current.setupTimer = setTimeout(() => fail(current, new Error('timed out connecting')), SETUP_TIMEOUT_MS);
@@ -137,6 +199,15 @@
       current.receiver = event.receiver;
       video.srcObject = event.streams[0] || new MediaStream([track]);
       track.onended = () => fail(current, new Error('the video track ended'));
+      // DTLS close_notify (the server closed the session) or a DTLS failure.
+      const transport = event.receiver.transport;
+      if (transport) {
+        transport.onstatechange = () => {
+          if (transport.state === 'closed' || transport.state === 'failed') {
+            fail(current, new Error(`DTLS ${transport.state}`), current.connected);
+          }
+        };
+      }
       // No media for a while (the camera is restarting, say): say so, keep the session.
       track.onmute = () => { if (session === current) setState('connecting', 'waiting for video…'); };
       track.onunmute = () => { if (session === current && !video.paused) playing(current); };
@@ -146,15 +217,23 @@
       switch (pc.connectionState) {
         case 'failed':
         case 'closed':
-          fail(current, new Error(`connection ${pc.connectionState}`));
+          fail(current, new Error(`connection ${pc.connectionState}`), current.connected);
           break;
         case 'disconnected':
+          // Often recovers by itself; unless the server says the session is gone.
+          probe(current);
           clearTimeout(current.graceTimer);
           current.graceTimer = setTimeout(() => {
-            if (pc.connectionState === 'disconnected') fail(current, new Error('connection lost'));
+            if (pc.connectionState !== 'disconnected') return;
+            fail(current, new Error('connection lost'), true);
           }, DISCONNECTED_GRACE_MS);
           break;
         case 'connected':
+          if (!current.connected) {
+            current.connected = true;
+            current.progressAt = performance.now();
+            current.watchTimer = setInterval(() => watch(current), WATCH_MS);
+          }
           if (!options.autoplay) paused(current);
           break;
       }
@@ -216,7 +295,61 @@
     setState('playing', '');
     clearTimeout(current.setupTimer);
     clearTimeout(goodTimer);
-    goodTimer = setTimeout(() => { retryDelay = FIRST_RETRY_MS; }, GOOD_AFTER_MS);
+    goodTimer = setTimeout(() => {
+      retryDelay = FIRST_RETRY_MS;
+      quickRetryUsed = false;
+    }, GOOD_AFTER_MS);
+  }
+
+  // RTP packets received so far by the session's video receiver, or null if unknown.
+  async function packetsReceived(current) {
+    const report = await (current.receiver || current.pc).getStats();
+    let packets = null;
+    report.forEach((entry) => {
+      if (entry.type === 'inbound-rtp' && entry.kind === 'video') packets = entry.packetsReceived;
+    });
+    return packets;
+  }
+
+  // Every WATCH_MS while connected: no packet for STALL_MS → ask the server.
+  async function watch(current) {
+    if (session !== current || current.probing) return;
+    let packets;
+    try {
+      packets = await packetsReceived(current);
+    } catch {
+      return; // closed meanwhile
+    }
+    if (session !== current) return;
+    const now = performance.now();
+    if (packets !== current.packets) {
+      current.packets = packets;
+      current.progressAt = now;
+    } else if (now - current.progressAt >= STALL_MS) {
+      probe(current);
+    }
+  }
+
+  // Asks the server whether the session still exists (GET on its URL): gone or unreachable
+  // ends it now; alive (a path restarting, a camera reopening) keeps it and asks again after
+  // another STALL_MS of silence; any other answer (an older server) leaves it to ICE.
+  async function probe(current) {
+    if (session !== current || current.probing || !current.url) return;
+    current.probing = true;
+    const abort = new AbortController();
+    const timer = setTimeout(() => abort.abort(), PROBE_TIMEOUT_MS);
+    let error = null;
+    try {
+      const response = await fetch(current.url, { cache: 'no-store', signal: abort.signal });
+      if (response.status === 404) error = new Unavailable('the server ended the session');
+    } catch {
+      error = new Offline('cannot reach the server');
+    } finally {
+      clearTimeout(timer);
+      current.probing = false;
+      current.progressAt = performance.now();
+    }
+    if (error) fail(current, error, true);
   }
 
   function paused(current) {
@@ -319,6 +452,7 @@
   window.addEventListener('pagehide', () => {
     clearTimeout(retryTimer);
     clearInterval(countdownTimer);
+    stopWatchingForAnswer();
     teardown();
   });
   window.addEventListener('pageshow', (event) => { if (event.persisted) connect(); });

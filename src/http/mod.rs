@@ -120,7 +120,9 @@ pub(crate) fn router(whep: Whep) -> Router {
         )
         .route(
             "/{path}/whep/{session}",
-            axum::routing::delete(whep::delete_session).patch(whep::patch_session),
+            get(whep::session_exists)
+                .delete(whep::delete_session)
+                .patch(whep::patch_session),
         )
         .layer(DefaultBodyLimit::max(MAX_OFFER_BYTES))
         .layer(RequestBodyTimeoutLayer::new(listener::BODY_TIMEOUT))

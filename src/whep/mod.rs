@@ -227,6 +227,22 @@ pub(crate) async fn delete_session(
     }
 }
 
+/// `GET` (and `HEAD`) on a session: `204` while it exists, `404` once it does not. A player whose
+/// media stops asks, to tell a path that is restarting (its session lives on) from a server
+/// that restarted (it does not know the session) without waiting for ICE to time out.
+pub(crate) async fn session_exists(
+    State(whep): State<Whep>,
+    Path((path, id)): Path<(String, String)>,
+) -> Response {
+    match whep.sessions.get(&id) {
+        Some(session) if session.path == path => StatusCode::NO_CONTENT.into_response(),
+        _ => plain(
+            StatusCode::NOT_FOUND,
+            format!("no session '{id}' on path '{path}'"),
+        ),
+    }
+}
+
 /// Trickle ICE and ICE restarts are not needed: viewers reach us through the candidates in the
 /// answer (peer-reflexive from their side), so a PATCH is answered clearly rather than ignored.
 pub(crate) async fn patch_session() -> Response {
@@ -236,7 +252,7 @@ pub(crate) async fn patch_session() -> Response {
     );
     response
         .headers_mut()
-        .insert(header::ALLOW, HeaderValue::from_static("DELETE"));
+        .insert(header::ALLOW, HeaderValue::from_static("GET, DELETE"));
     response
 }
 
