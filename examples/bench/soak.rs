@@ -71,6 +71,12 @@ impl Drop for GapWatch {
     }
 }
 
+/// Waits [`AFTER`], then samples the daemon and the watcher's longest gap meanwhile.
+async fn settle(pid: u32, gaps: &GapWatch) -> anyhow::Result<((f64, usize, usize), u64)> {
+    tokio::time::sleep(AFTER).await;
+    Ok((sample(pid)?, gaps.take()))
+}
+
 async fn join_leave(url: String, cycles: usize) -> anyhow::Result<usize> {
     let mut done = 0;
     for _ in 0..cycles {
@@ -172,12 +178,8 @@ pub async fn run(bench: &Bench) -> anyhow::Result<Section> {
         sample(pid)?,
         Some(gaps.take()),
     );
-    tokio::time::sleep(AFTER).await;
-    row(
-        format!("{} s after", AFTER.as_secs()),
-        sample(pid)?,
-        Some(gaps.take()),
-    );
+    let (settled, gap) = settle(pid, &gaps).await?;
+    row(format!("{} s after", AFTER.as_secs()), settled, Some(gap));
 
     let (created, refused) = offer_flood(&url, offers).await?;
     let peak = sample(pid)?;
@@ -186,12 +188,8 @@ pub async fn run(bench: &Bench) -> anyhow::Result<Section> {
         peak,
         Some(gaps.take()),
     );
-    tokio::time::sleep(AFTER).await;
-    row(
-        format!("{} s after", AFTER.as_secs()),
-        sample(pid)?,
-        Some(gaps.take()),
-    );
+    let (settled, gap) = settle(pid, &gaps).await?;
+    row(format!("{} s after", AFTER.as_secs()), settled, Some(gap));
 
     let base = url.trim_end_matches("/bench/whep").to_owned();
     let closed = idle_connections(&base, Duration::from_secs(12)).await?;
