@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::error::ConfigError;
+use super::limits::read_capped;
 use super::name::{PathName, is_config_file_name};
 use super::path::{PathConfig, parse_path_file, path_name_of};
 
@@ -18,6 +19,8 @@ pub struct LoadedPaths {
 
 /// Loads every path file (see [`is_config_file_name`]) in `dir`. Fails only if `dir` itself
 /// cannot be read.
+///
+/// Each file costs at most [`MAX_FILE_BYTES`](super::limits::MAX_FILE_BYTES) of reading.
 pub fn load_paths_dir(dir: &Path) -> Result<LoadedPaths, ConfigError> {
     let entries = std::fs::read_dir(dir)
         .map_err(|e| ConfigError::new(dir, format!("cannot read directory: {e}")))?;
@@ -96,15 +99,18 @@ fn load_one(file: &Path) -> Result<PathConfig, ConfigError> {
     if !file.is_file() {
         return Err(ConfigError::new(file, "not a regular file"));
     }
-    let text = std::fs::read_to_string(file)
+    let opened = std::fs::File::open(file)
         .map_err(|e| ConfigError::new(file, format!("cannot read: {e}")))?;
+    let text = read_capped(file, opened)?;
     parse_path_file(file, &text)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::limits::MAX_FILE_BYTES;
     use std::sync::atomic::{AtomicU32, Ordering};
+    use std::time::{Duration, Instant};
 
     /// A fresh directory under the system temp dir, removed on drop.
     struct TempDir(PathBuf);
@@ -203,6 +209,65 @@ mod tests {
         let dir = TempDir::new();
         let loaded = load_paths_dir(&dir.0).unwrap();
         assert!(loaded.paths.is_empty() && loaded.errors.is_empty());
+    }
+
+    /// `config.d/<name>` as the error names it, relative to the directory.
+    fn errors_of(dir: &TempDir, loaded: &LoadedPaths) -> Vec<String> {
+        loaded
+            .errors
+            .iter()
+            .map(|e| {
+                let rel = e.file.strip_prefix(&dir.0).unwrap().to_path_buf();
+                ConfigError {
+                    file: rel,
+                    ..e.clone()
+                }
+                .to_string()
+            })
+            .collect()
+    }
+
+    /// A valid path file of `size` bytes: comments after the one key.
+    fn padded(size: usize) -> String {
+        let mut text = String::from(GOOD);
+        let line = "# padding padding padding padding padding padding padding padding\n";
+        while text.len() + line.len() <= size {
+            text.push_str(line);
+        }
+        text.push_str(&"#".repeat(size - text.len() - 1));
+        text.push('\n');
+        assert_eq!(text.len(), size);
+        text
+    }
+
+    #[test]
+    fn files_over_the_size_cap_are_refused_unread() {
+        let dir = TempDir::new();
+        dir.write("limit.yml", &padded(MAX_FILE_BYTES as usize));
+        dir.write("over.yml", &padded(MAX_FILE_BYTES as usize + 1));
+        dir.write("big.yml", &padded(2 << 20));
+        // The issue's 52 MB file peaked at 1.69 GB; this one must cost nothing.
+        std::fs::write(dir.0.join("huge.yml"), padded(50 << 20)).unwrap();
+        let started = Instant::now();
+        let loaded = load_paths_dir(&dir.0).unwrap();
+        eprintln!(
+            "a directory with 2 MiB and 50 MiB path files loaded in {:.2} ms",
+            started.elapsed().as_secs_f64() * 1e3
+        );
+        let names: Vec<&str> = loaded.paths.keys().map(PathName::as_str).collect();
+        assert_eq!(names, ["limit"]);
+        assert_eq!(
+            errors_of(&dir, &loaded),
+            [
+                "big.yml: the file is too large (2097152 bytes): a configuration file may be at \
+                 most 1 MiB (1048576 bytes)",
+                "huge.yml: the file is too large (52428800 bytes): a configuration file may be at \
+                 most 1 MiB (1048576 bytes)",
+                "over.yml: the file is too large (1048577 bytes): a configuration file may be at \
+                 most 1 MiB (1048576 bytes)",
+            ]
+        );
+        assert!(started.elapsed() < Duration::from_secs(1));
     }
 
     #[test]

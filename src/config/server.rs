@@ -10,6 +10,7 @@ use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer};
 
 use super::error::ConfigError;
+use super::limits::read_capped;
 
 /// Daemon-wide settings. Every key is optional; see `Default`.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -64,16 +65,18 @@ pub struct IceServer {
 
 const LOG_LEVELS: &[&str] = &["error", "warn", "info", "debug", "trace"];
 
-/// Reads the server file. A missing file means all defaults; an empty one too.
+/// Reads the server file. A missing file means all defaults; an empty one too. At most
+/// [`MAX_FILE_BYTES`](super::limits::MAX_FILE_BYTES) are read.
 pub fn load_server_file(file: &Path) -> Result<ServerConfig, ConfigError> {
-    let text = match std::fs::read_to_string(file) {
-        Ok(text) => text,
+    let opened = match std::fs::File::open(file) {
+        Ok(opened) => opened,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             tracing::debug!(file = %file.display(), "no server file, using defaults");
             return Ok(ServerConfig::default());
         }
         Err(e) => return Err(ConfigError::new(file, format!("cannot read: {e}"))),
     };
+    let text = read_capped(file, opened)?;
     parse_server_file(file, &text)
 }
 
