@@ -10,7 +10,7 @@ use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer};
 
 use super::error::ConfigError;
-use super::limits::read_capped;
+use super::limits::{check_nesting, read_capped};
 
 /// Daemon-wide settings. Every key is optional; see `Default`.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -82,6 +82,7 @@ pub fn load_server_file(file: &Path) -> Result<ServerConfig, ConfigError> {
 
 /// Parses the text of the server file `file` (named in errors only).
 pub(super) fn parse_server_file(file: &Path, text: &str) -> Result<ServerConfig, ConfigError> {
+    check_nesting(file, text)?;
     let parsed: Option<ServerConfig> =
         serde_yaml::from_str(text).map_err(|e| ConfigError::from_yaml(file, &e))?;
     Ok(parsed.unwrap_or_default())
