@@ -2,6 +2,8 @@
 //! ones: its problem is collected and the rest still load.
 
 use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use super::error::ConfigError;
@@ -20,9 +22,15 @@ pub struct LoadedPaths {
 /// Loads every path file (see [`is_config_file_name`]) in `dir`. Fails only if `dir` itself
 /// cannot be read.
 ///
-/// Each file costs at most [`MAX_FILE_BYTES`](super::limits::MAX_FILE_BYTES) of reading.
+/// Blocking file I/O and parsing: async callers run it on a blocking thread. Each file costs
+/// at most [`MAX_FILE_BYTES`](super::limits::MAX_FILE_BYTES) of reading, and a link that leads
+/// out of `dir` is refused unread.
 pub fn load_paths_dir(dir: &Path) -> Result<LoadedPaths, ConfigError> {
     let entries = std::fs::read_dir(dir)
+        .map_err(|e| ConfigError::new(dir, format!("cannot read directory: {e}")))?;
+    // Where links may lead: `dir` itself may be a link (e.g. /etc/camportal -> /srv/...).
+    let root = dir
+        .canonicalize()
         .map_err(|e| ConfigError::new(dir, format!("cannot read directory: {e}")))?;
     let mut loaded = LoadedPaths::default();
 
@@ -84,7 +92,7 @@ pub fn load_paths_dir(dir: &Path) -> Result<LoadedPaths, ConfigError> {
             ));
             continue;
         }
-        match load_one(&file) {
+        match load_one(&file, &root) {
             Ok(config) => {
                 loaded.paths.insert(name, config);
             }
@@ -95,14 +103,52 @@ pub fn load_paths_dir(dir: &Path) -> Result<LoadedPaths, ConfigError> {
     Ok(loaded)
 }
 
-fn load_one(file: &Path) -> Result<PathConfig, ConfigError> {
-    if !file.is_file() {
-        return Err(ConfigError::new(file, "not a regular file"));
-    }
-    let opened = std::fs::File::open(file)
-        .map_err(|e| ConfigError::new(file, format!("cannot read: {e}")))?;
+fn load_one(file: &Path, root: &Path) -> Result<PathConfig, ConfigError> {
+    let opened = open_path_file(file, root)?;
     let text = read_capped(file, opened)?;
     parse_path_file(file, &text)
+}
+
+/// Opens the path file `file` of the directory whose canonical path is `root`, if it is a
+/// regular file, or a symbolic link to one inside `root`. A link that leads elsewhere (say to
+/// `/etc/shadow`) is refused without opening its target: the daemon may read files its users
+/// cannot, and its errors are shown to everyone. The error does not name the target either.
+fn open_path_file(file: &Path, root: &Path) -> Result<File, ConfigError> {
+    let cannot_read = |e: std::io::Error| ConfigError::new(file, format!("cannot read: {e}"));
+    let not_regular = || ConfigError::new(file, "not a regular file");
+    let metadata = std::fs::symlink_metadata(file).map_err(cannot_read)?;
+    let target = if metadata.file_type().is_symlink() {
+        let target = file.canonicalize().map_err(cannot_read)?;
+        if !target.starts_with(root) {
+            return Err(ConfigError::new(
+                file,
+                "a symbolic link to a file outside the config directory: refused, not read \
+                 (copy the file into the directory, or link within it)",
+            ));
+        }
+        if !std::fs::symlink_metadata(&target)
+            .map_err(cannot_read)?
+            .is_file()
+        {
+            return Err(not_regular());
+        }
+        target
+    } else if metadata.is_file() {
+        file.to_path_buf()
+    } else {
+        return Err(not_regular());
+    };
+    // What was checked is what is opened: no link followed at the last step (the file swapped
+    // for a link meanwhile fails with ELOOP), and no wait if it became a FIFO.
+    let opened = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(&target)
+        .map_err(cannot_read)?;
+    if !opened.metadata().map_err(cannot_read)?.is_file() {
+        return Err(not_regular());
+    }
+    Ok(opened)
 }
 
 #[cfg(test)]
@@ -268,6 +314,69 @@ mod tests {
             ]
         );
         assert!(started.elapsed() < Duration::from_secs(1));
+    }
+
+    const SECRET: &str = "root:$6$S3cr3tSalt$c2VjcmV0aGFzaA:19700:0:99999:7:::";
+
+    #[test]
+    fn links_may_not_leave_the_directory() {
+        use std::os::unix::fs::symlink;
+        let outside = TempDir::new();
+        std::fs::write(outside.0.join("shadow"), format!("{SECRET}\n")).unwrap();
+        std::fs::write(outside.0.join("cam.yml"), GOOD).unwrap();
+        let dir = TempDir::new();
+        dir.write("real.yml", GOOD);
+        std::fs::create_dir(dir.0.join("shared")).unwrap();
+        std::fs::write(dir.0.join("shared/cam.txt"), GOOD).unwrap();
+        // Inside: followed.
+        symlink("real.yml", dir.0.join("alias.yml")).unwrap();
+        symlink(dir.0.join("shared/cam.txt"), dir.0.join("shared-cam.yml")).unwrap();
+        symlink("shared/../real.yml", dir.0.join("dotted.yml")).unwrap();
+        // Outside, even to a valid path file, directly or through a linked directory: refused.
+        symlink(outside.0.join("shadow"), dir.0.join("shadow.yml")).unwrap();
+        symlink(outside.0.join("cam.yml"), dir.0.join("outcam.yml")).unwrap();
+        symlink(&outside.0, dir.0.join("elsewhere")).unwrap();
+        symlink("elsewhere/shadow", dir.0.join("via-dir.yml")).unwrap();
+        symlink("../", dir.0.join("up")).unwrap();
+        let up = format!(
+            "up/{}/shadow",
+            outside.0.file_name().unwrap().to_string_lossy()
+        );
+        symlink(up, dir.0.join("via-up.yml")).unwrap();
+        // Dangling, and a link to the directory itself.
+        symlink("nowhere.yml", dir.0.join("dangling.yml")).unwrap();
+        symlink(".", dir.0.join("self.yml")).unwrap();
+
+        let loaded = load_paths_dir(&dir.0).unwrap();
+        let names: Vec<&str> = loaded.paths.keys().map(PathName::as_str).collect();
+        assert_eq!(names, ["alias", "dotted", "real", "shared-cam"]);
+        let refused = "a symbolic link to a file outside the config directory: refused, not \
+                       read (copy the file into the directory, or link within it)";
+        assert_eq!(
+            errors_of(&dir, &loaded),
+            [
+                "dangling.yml: cannot read: No such file or directory (os error 2)".to_owned(),
+                format!("outcam.yml: {refused}"),
+                "self.yml: not a regular file".to_owned(),
+                format!("shadow.yml: {refused}"),
+                format!("via-dir.yml: {refused}"),
+                format!("via-up.yml: {refused}"),
+            ]
+        );
+        for e in &loaded.errors {
+            assert!(
+                !e.to_string().contains(&*outside.0.to_string_lossy()),
+                "{e}"
+            );
+        }
+
+        // The directory itself may be reached through a link.
+        let linked = TempDir::new();
+        let via = linked.0.join("config.d");
+        symlink(&dir.0, &via).unwrap();
+        let loaded = load_paths_dir(&via).unwrap();
+        assert_eq!(loaded.paths.len(), 4);
+        assert_eq!(loaded.errors.len(), 6);
     }
 
     #[test]
