@@ -380,6 +380,41 @@ mod tests {
     }
 
     #[test]
+    fn a_foreign_file_is_not_shown_through_its_errors() {
+        // Copied in (or hard-linked): read, being in the directory, but none of it is shown.
+        let dir = TempDir::new();
+        dir.write(
+            "shadow.yml",
+            &format!("{SECRET}\ndaemon:*:19700:0:99999:7:::\n"),
+        );
+        dir.write(
+            "key.yml",
+            "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0B\n-----END PRIVATE KEY-----\n",
+        );
+        dir.write("env.yml", "TOKEN=ghp_S3cr3tT0ken\n");
+        dir.write(
+            "json.yml",
+            "{\"type\": \"service_account\", \"private_key\": \"S3cr3t\"}\n",
+        );
+        let loaded = load_paths_dir(&dir.0).unwrap();
+        let errors = errors_of(&dir, &loaded);
+        assert_eq!(
+            errors,
+            [
+                "env.yml:1:1: invalid type: string, expected struct PathFile",
+                "json.yml:1:2: unknown field `type`, expected `source` or `encoding`",
+                "key.yml:1:1: invalid type: string, expected struct PathFile",
+                "shadow.yml:1:1: unknown field (name not shown), expected `source` or `encoding`",
+            ]
+        );
+        for e in errors {
+            for secret in ["S3cr3t", "MIIE", "daemon", "19700"] {
+                assert!(!e.contains(secret), "{e}");
+            }
+        }
+    }
+
+    #[test]
     fn missing_directory_is_an_error() {
         let dir = TempDir::new();
         let missing = dir.0.join("nope");
