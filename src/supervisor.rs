@@ -138,7 +138,20 @@ impl RootState {
     /// whose configuration changed.
     async fn reload(&mut self, myself: &ActorRef<RootMsg>, why: &'static str) {
         let running = self.running_configs();
-        let loaded = config::load_paths_dir(&self.args.config_dir);
+        // Reading and parsing are blocking work: on a thread of their own, so that a slow disk
+        // or a large file never holds up the runtime that serves the viewers.
+        let dir = self.args.config_dir.clone();
+        let loaded = tokio::task::spawn_blocking(move || config::load_paths_dir(&dir))
+            .await
+            .unwrap_or_else(|err| {
+                // A panic (its message is in the log already) or the runtime shutting down:
+                // treated like an unreadable directory, so every path runs on.
+                error!(%err, "reading the config directory failed");
+                Err(ConfigError::new(
+                    &self.args.config_dir,
+                    "reading the directory failed unexpectedly (see the log)",
+                ))
+            });
         let reconciled = config::reconcile(&running, loaded);
         let diff = config::diff(&running, &reconciled.desired);
         // What each path's file says is wrong, for the paths that run on despite it.

@@ -437,3 +437,180 @@ async fn editor_debris_is_ignored() {
     assert_eq!(snapshot.paths.len(), 1, "{snapshot:?}");
     test.daemon.shutdown().await;
 }
+
+/// Puts `text` into `config.d/<file>` at once, as a deploy tool would (write, then rename).
+fn drop_file(test: &TestDaemon, file: &str, text: &str) {
+    let staged = test.config_dir().join(format!(".{file}.tmp"));
+    std::fs::write(&staged, text).expect("staged file");
+    std::fs::rename(&staged, test.config_dir().join(file)).expect("rename");
+}
+
+#[tokio::test]
+async fn a_deep_or_huge_file_is_refused_at_once_and_viewers_never_notice() {
+    let test = TestDaemon::start(&[("a", &path_yaml(320, 240, 15))]).await;
+    let mut viewer = Viewer::connect(&test.whep_url("a")).await.expect("WHEP");
+    viewer.next_frame(FRAME_TIMEOUT).await.expect("first frame");
+    let (stop, recording) = record(viewer);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // 200 KB nested 100 000 deep: 22.5 s of parsing before, on the runtime the viewers use.
+    let depth = 100_000;
+    let deep = format!("source: {}{}\n", "[".repeat(depth), "]".repeat(depth));
+    // 2 MB, and valid but for its size.
+    let mut huge = path_yaml(320, 240, 15);
+    while huge.len() < 2_000_000 {
+        huge.push_str("# a long comment, again and again and again and again and again\n");
+    }
+    let written = Instant::now();
+    drop_file(&test, "deep.yml", &deep);
+    drop_file(&test, "huge.yml", &huge);
+    // Against the clock (not `wait_for`'s count of polls): a frozen runtime must fail here.
+    loop {
+        let snapshot = test.daemon.board.snapshot();
+        let refused = |file: &str, why: &str| {
+            snapshot
+                .config_errors
+                .iter()
+                .any(|e| e.file.ends_with(file) && e.message.contains(why))
+        };
+        if refused("deep.yml", "nested deeper than 32 levels")
+            && refused("huge.yml", "the file is too large")
+        {
+            break;
+        }
+        assert!(
+            written.elapsed() < Duration::from_secs(10),
+            "not both refused within 10 s: {snapshot:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let took = written.elapsed();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.send(()).expect("recorder runs");
+    let recorded = recording.await.expect("recorder");
+
+    eprintln!(
+        "deep ({} bytes) and huge ({} bytes) files listed in configErrors {} ms after they were \
+         written; path a's viewer: {} frames, longest gap {} ms",
+        deep.len(),
+        huge.len(),
+        took.as_millis(),
+        recorded.frames.len(),
+        recorded.longest_gap().as_millis()
+    );
+    assert!(took < Duration::from_secs(2), "refused after {took:?}");
+    assert!(
+        recorded.longest_gap() < Duration::from_secs(1),
+        "the viewer froze for {:?}",
+        recorded.longest_gap()
+    );
+    let deep = test.status("deep").expect("deep listed");
+    assert_eq!(deep.state, PathState::Failed);
+    assert!(
+        deep.config_error
+            .expect("deep's error")
+            .contains("deep.yml:1:40:"),
+        "the error points at the bracket that goes too deep"
+    );
+    let a = test.status("a").expect("a");
+    assert_eq!((a.state, a.restarts), (PathState::Running, 0));
+    recorded.viewer.close().await.expect("close");
+    test.daemon.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_link_to_a_secret_file_shows_nothing_of_it() {
+    let test = TestDaemon::start(&[("a", &path_yaml(320, 240, 15))]).await;
+    // An /etc/shadow of our own, outside the config directory.
+    let secrets = tempfile::tempdir().expect("temp dir");
+    let shadow = secrets.path().join("shadow");
+    std::fs::write(
+        &shadow,
+        "root:$6$FakeSalt$FakeHashValue0123456789:19700:0:99999:7:::\n\
+         daemon:*:19700:0:99999:7:::\n",
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(&shadow, test.config_dir().join("shadow.yml")).unwrap();
+    // The same content copied in is read (it is in the directory) but not shown either.
+    std::fs::copy(&shadow, test.config_dir().join("copy.yml")).unwrap();
+
+    test.wait_for("both files reported", |s| {
+        ["shadow.yml", "copy.yml"]
+            .iter()
+            .all(|file| s.config_errors.iter().any(|e| e.file.ends_with(file)))
+    })
+    .await;
+    let api = reqwest::get(test.url("/api/paths"))
+        .await
+        .expect("daemon answers")
+        .text()
+        .await
+        .expect("body");
+    eprintln!("/api/paths: {api}");
+    for secret in ["FakeSalt", "FakeHash", "root:", "daemon:", "19700", "99999"] {
+        assert!(
+            !api.contains(secret),
+            "`{secret}` shown in /api/paths: {api}"
+        );
+    }
+    assert!(
+        !api.contains(&*secrets.path().to_string_lossy()),
+        "the link's target is not named either: {api}"
+    );
+    let shadow = test.status("shadow").expect("shadow listed");
+    assert!(
+        shadow
+            .config_error
+            .expect("its error")
+            .contains("a symbolic link to a file outside the config directory: refused"),
+    );
+    assert_eq!(test.status("a").expect("a").state, PathState::Running);
+    test.daemon.shutdown().await;
+}
+
+#[tokio::test]
+async fn files_slow_to_parse_are_parsed_off_the_runtime() {
+    let test = TestDaemon::start(&[("a", &path_yaml(320, 240, 15))]).await;
+    let mut viewer = Viewer::connect(&test.whep_url("a")).await.expect("WHEP");
+    viewer.next_frame(FRAME_TIMEOUT).await.expect("first frame");
+    let (stop, recording) = record(viewer);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Within every limit, but a quarter of a second of parsing each: 1 MiB of one long list.
+    let mut slow = String::from("source: testsrc\nlist: [\n");
+    while slow.len() < 1_000_000 {
+        slow.push_str("1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20,\n");
+    }
+    slow.push_str("0]\n");
+    let files = 8;
+    let written = Instant::now();
+    for i in 0..files {
+        drop_file(&test, &format!("slow{i}.yml"), &slow);
+    }
+    test.wait_for("every slow file reported", |s| {
+        s.config_errors
+            .iter()
+            .filter(|e| e.message.contains("unknown field `list`"))
+            .count()
+            == files
+    })
+    .await;
+    let took = written.elapsed();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.send(()).expect("recorder runs");
+    let recorded = recording.await.expect("recorder");
+    eprintln!(
+        "{files} files of {} bytes reported {} ms after they were written; path a's viewer: \
+         longest gap {} ms",
+        slow.len(),
+        took.as_millis(),
+        recorded.longest_gap().as_millis()
+    );
+    assert!(
+        recorded.longest_gap() < Duration::from_secs(1),
+        "the viewer froze for {:?} while the files were parsed",
+        recorded.longest_gap()
+    );
+    recorded.viewer.close().await.expect("close");
+    test.daemon.shutdown().await;
+}

@@ -2,9 +2,12 @@
 //! ones: its problem is collected and the rest still load.
 
 use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use super::error::ConfigError;
+use super::limits::read_capped;
 use super::name::{PathName, is_config_file_name};
 use super::path::{PathConfig, parse_path_file, path_name_of};
 
@@ -18,8 +21,16 @@ pub struct LoadedPaths {
 
 /// Loads every path file (see [`is_config_file_name`]) in `dir`. Fails only if `dir` itself
 /// cannot be read.
+///
+/// Blocking file I/O and parsing: async callers run it on a blocking thread. Each file costs
+/// at most [`MAX_FILE_BYTES`](super::limits::MAX_FILE_BYTES) of reading, and a link that leads
+/// out of `dir` is refused unread.
 pub fn load_paths_dir(dir: &Path) -> Result<LoadedPaths, ConfigError> {
     let entries = std::fs::read_dir(dir)
+        .map_err(|e| ConfigError::new(dir, format!("cannot read directory: {e}")))?;
+    // Where links may lead: `dir` itself may be a link (e.g. /etc/camportal -> /srv/...).
+    let root = dir
+        .canonicalize()
         .map_err(|e| ConfigError::new(dir, format!("cannot read directory: {e}")))?;
     let mut loaded = LoadedPaths::default();
 
@@ -81,7 +92,7 @@ pub fn load_paths_dir(dir: &Path) -> Result<LoadedPaths, ConfigError> {
             ));
             continue;
         }
-        match load_one(&file) {
+        match load_one(&file, &root) {
             Ok(config) => {
                 loaded.paths.insert(name, config);
             }
@@ -92,19 +103,60 @@ pub fn load_paths_dir(dir: &Path) -> Result<LoadedPaths, ConfigError> {
     Ok(loaded)
 }
 
-fn load_one(file: &Path) -> Result<PathConfig, ConfigError> {
-    if !file.is_file() {
-        return Err(ConfigError::new(file, "not a regular file"));
-    }
-    let text = std::fs::read_to_string(file)
-        .map_err(|e| ConfigError::new(file, format!("cannot read: {e}")))?;
+fn load_one(file: &Path, root: &Path) -> Result<PathConfig, ConfigError> {
+    let opened = open_path_file(file, root)?;
+    let text = read_capped(file, opened)?;
     parse_path_file(file, &text)
+}
+
+/// Opens the path file `file` of the directory whose canonical path is `root`, if it is a
+/// regular file, or a symbolic link to one inside `root`. A link that leads elsewhere (say to
+/// `/etc/shadow`) is refused without opening its target: the daemon may read files its users
+/// cannot, and its errors are shown to everyone. The error does not name the target either.
+fn open_path_file(file: &Path, root: &Path) -> Result<File, ConfigError> {
+    let cannot_read = |e: std::io::Error| ConfigError::new(file, format!("cannot read: {e}"));
+    let not_regular = || ConfigError::new(file, "not a regular file");
+    let metadata = std::fs::symlink_metadata(file).map_err(cannot_read)?;
+    let target = if metadata.file_type().is_symlink() {
+        let target = file.canonicalize().map_err(cannot_read)?;
+        if !target.starts_with(root) {
+            return Err(ConfigError::new(
+                file,
+                "a symbolic link to a file outside the config directory: refused, not read \
+                 (copy the file into the directory, or link within it)",
+            ));
+        }
+        if !std::fs::symlink_metadata(&target)
+            .map_err(cannot_read)?
+            .is_file()
+        {
+            return Err(not_regular());
+        }
+        target
+    } else if metadata.is_file() {
+        file.to_path_buf()
+    } else {
+        return Err(not_regular());
+    };
+    // What was checked is what is opened: no link followed at the last step (the file swapped
+    // for a link meanwhile fails with ELOOP), and no wait if it became a FIFO.
+    let opened = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(&target)
+        .map_err(cannot_read)?;
+    if !opened.metadata().map_err(cannot_read)?.is_file() {
+        return Err(not_regular());
+    }
+    Ok(opened)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::limits::MAX_FILE_BYTES;
     use std::sync::atomic::{AtomicU32, Ordering};
+    use std::time::{Duration, Instant};
 
     /// A fresh directory under the system temp dir, removed on drop.
     struct TempDir(PathBuf);
@@ -203,6 +255,163 @@ mod tests {
         let dir = TempDir::new();
         let loaded = load_paths_dir(&dir.0).unwrap();
         assert!(loaded.paths.is_empty() && loaded.errors.is_empty());
+    }
+
+    /// `config.d/<name>` as the error names it, relative to the directory.
+    fn errors_of(dir: &TempDir, loaded: &LoadedPaths) -> Vec<String> {
+        loaded
+            .errors
+            .iter()
+            .map(|e| {
+                let rel = e.file.strip_prefix(&dir.0).unwrap().to_path_buf();
+                ConfigError {
+                    file: rel,
+                    ..e.clone()
+                }
+                .to_string()
+            })
+            .collect()
+    }
+
+    /// A valid path file of `size` bytes: comments after the one key.
+    fn padded(size: usize) -> String {
+        let mut text = String::from(GOOD);
+        let line = "# padding padding padding padding padding padding padding padding\n";
+        while text.len() + line.len() <= size {
+            text.push_str(line);
+        }
+        text.push_str(&"#".repeat(size - text.len() - 1));
+        text.push('\n');
+        assert_eq!(text.len(), size);
+        text
+    }
+
+    #[test]
+    fn files_over_the_size_cap_are_refused_unread() {
+        let dir = TempDir::new();
+        dir.write("limit.yml", &padded(MAX_FILE_BYTES as usize));
+        dir.write("over.yml", &padded(MAX_FILE_BYTES as usize + 1));
+        dir.write("big.yml", &padded(2 << 20));
+        // The issue's 52 MB file peaked at 1.69 GB; this one must cost nothing.
+        std::fs::write(dir.0.join("huge.yml"), padded(50 << 20)).unwrap();
+        let started = Instant::now();
+        let loaded = load_paths_dir(&dir.0).unwrap();
+        eprintln!(
+            "a directory with 2 MiB and 50 MiB path files loaded in {:.2} ms",
+            started.elapsed().as_secs_f64() * 1e3
+        );
+        let names: Vec<&str> = loaded.paths.keys().map(PathName::as_str).collect();
+        assert_eq!(names, ["limit"]);
+        assert_eq!(
+            errors_of(&dir, &loaded),
+            [
+                "big.yml: the file is too large (2097152 bytes): a configuration file may be at \
+                 most 1 MiB (1048576 bytes)",
+                "huge.yml: the file is too large (52428800 bytes): a configuration file may be at \
+                 most 1 MiB (1048576 bytes)",
+                "over.yml: the file is too large (1048577 bytes): a configuration file may be at \
+                 most 1 MiB (1048576 bytes)",
+            ]
+        );
+        assert!(started.elapsed() < Duration::from_secs(1));
+    }
+
+    const SECRET: &str = "root:$6$S3cr3tSalt$c2VjcmV0aGFzaA:19700:0:99999:7:::";
+
+    #[test]
+    fn links_may_not_leave_the_directory() {
+        use std::os::unix::fs::symlink;
+        let outside = TempDir::new();
+        std::fs::write(outside.0.join("shadow"), format!("{SECRET}\n")).unwrap();
+        std::fs::write(outside.0.join("cam.yml"), GOOD).unwrap();
+        let dir = TempDir::new();
+        dir.write("real.yml", GOOD);
+        std::fs::create_dir(dir.0.join("shared")).unwrap();
+        std::fs::write(dir.0.join("shared/cam.txt"), GOOD).unwrap();
+        // Inside: followed.
+        symlink("real.yml", dir.0.join("alias.yml")).unwrap();
+        symlink(dir.0.join("shared/cam.txt"), dir.0.join("shared-cam.yml")).unwrap();
+        symlink("shared/../real.yml", dir.0.join("dotted.yml")).unwrap();
+        // Outside, even to a valid path file, directly or through a linked directory: refused.
+        symlink(outside.0.join("shadow"), dir.0.join("shadow.yml")).unwrap();
+        symlink(outside.0.join("cam.yml"), dir.0.join("outcam.yml")).unwrap();
+        symlink(&outside.0, dir.0.join("elsewhere")).unwrap();
+        symlink("elsewhere/shadow", dir.0.join("via-dir.yml")).unwrap();
+        symlink("../", dir.0.join("up")).unwrap();
+        let up = format!(
+            "up/{}/shadow",
+            outside.0.file_name().unwrap().to_string_lossy()
+        );
+        symlink(up, dir.0.join("via-up.yml")).unwrap();
+        // Dangling, and a link to the directory itself.
+        symlink("nowhere.yml", dir.0.join("dangling.yml")).unwrap();
+        symlink(".", dir.0.join("self.yml")).unwrap();
+
+        let loaded = load_paths_dir(&dir.0).unwrap();
+        let names: Vec<&str> = loaded.paths.keys().map(PathName::as_str).collect();
+        assert_eq!(names, ["alias", "dotted", "real", "shared-cam"]);
+        let refused = "a symbolic link to a file outside the config directory: refused, not \
+                       read (copy the file into the directory, or link within it)";
+        assert_eq!(
+            errors_of(&dir, &loaded),
+            [
+                "dangling.yml: cannot read: No such file or directory (os error 2)".to_owned(),
+                format!("outcam.yml: {refused}"),
+                "self.yml: not a regular file".to_owned(),
+                format!("shadow.yml: {refused}"),
+                format!("via-dir.yml: {refused}"),
+                format!("via-up.yml: {refused}"),
+            ]
+        );
+        for e in &loaded.errors {
+            assert!(
+                !e.to_string().contains(&*outside.0.to_string_lossy()),
+                "{e}"
+            );
+        }
+
+        // The directory itself may be reached through a link.
+        let linked = TempDir::new();
+        let via = linked.0.join("config.d");
+        symlink(&dir.0, &via).unwrap();
+        let loaded = load_paths_dir(&via).unwrap();
+        assert_eq!(loaded.paths.len(), 4);
+        assert_eq!(loaded.errors.len(), 6);
+    }
+
+    #[test]
+    fn a_foreign_file_is_not_shown_through_its_errors() {
+        // Copied in (or hard-linked): read, being in the directory, but none of it is shown.
+        let dir = TempDir::new();
+        dir.write(
+            "shadow.yml",
+            &format!("{SECRET}\ndaemon:*:19700:0:99999:7:::\n"),
+        );
+        dir.write(
+            "key.yml",
+            "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0B\n-----END PRIVATE KEY-----\n",
+        );
+        dir.write("env.yml", "TOKEN=ghp_S3cr3tT0ken\n");
+        dir.write(
+            "json.yml",
+            "{\"type\": \"service_account\", \"private_key\": \"S3cr3t\"}\n",
+        );
+        let loaded = load_paths_dir(&dir.0).unwrap();
+        let errors = errors_of(&dir, &loaded);
+        assert_eq!(
+            errors,
+            [
+                "env.yml:1:1: invalid type: string, expected struct PathFile",
+                "json.yml:1:2: unknown field `type`, expected `source` or `encoding`",
+                "key.yml:1:1: invalid type: string, expected struct PathFile",
+                "shadow.yml:1:1: unknown field (name not shown), expected `source` or `encoding`",
+            ]
+        );
+        for e in errors {
+            for secret in ["S3cr3t", "MIIE", "daemon", "19700"] {
+                assert!(!e.contains(secret), "{e}");
+            }
+        }
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 mod diff;
 mod error;
+mod limits;
 mod load;
 mod name;
 mod path;

@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 
 use super::error::ConfigError;
+use super::limits::check_nesting;
 use super::name::{PathName, config_stem};
 use super::source::{SourceConfig, deserialize_source};
 use super::units::{deserialize_bitrate, deserialize_keyframe_interval, deserialize_u32_in};
@@ -70,9 +71,11 @@ struct PathFile {
     encoding: EncodingConfig,
 }
 
-/// Parses the text of the path file `file`; the path's name is the file's stem.
+/// Parses the text of the path file `file`; the path's name is the file's stem. A text nested
+/// too deeply to parse in good time is refused (see `limits.rs`).
 pub fn parse_path_file(file: &Path, text: &str) -> Result<PathConfig, ConfigError> {
     let name = path_name_of(file)?;
+    check_nesting(file, text)?;
     // `Option` so that an empty (or all-comment) document is told apart from a broken one.
     let parsed: Option<PathFile> =
         serde_yaml::from_str(text).map_err(|e| ConfigError::from_yaml(file, &e))?;
@@ -231,13 +234,17 @@ mod tests {
     fn wrong_type_reports_its_line() {
         let e = parse("source: testsrc\nencoding:\n  width: 640\n  height: big\n").unwrap_err();
         assert_eq!((e.line, e.column), (Some(4), Some(11)));
+        // The value itself is not repeated (see `error::scrub`): the line and column point at it.
         assert_eq!(
             e.message,
-            "encoding.height: invalid type: string \"big\", expected an even integer in 120..=2160"
+            "encoding.height: invalid type: string, expected an even integer in 120..=2160"
         );
         let e = parse("source: testsrc\nencoding: 5\n").unwrap_err();
         assert_eq!(e.line, Some(2));
-        assert!(e.message.contains("encoding: invalid type: integer `5`"));
+        assert!(
+            e.message
+                .contains("encoding: invalid type: integer, expected")
+        );
     }
 
     #[test]

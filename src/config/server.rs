@@ -10,6 +10,7 @@ use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer};
 
 use super::error::ConfigError;
+use super::limits::{check_nesting, read_capped};
 
 /// Daemon-wide settings. Every key is optional; see `Default`.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -73,21 +74,24 @@ pub struct IceServer {
 
 const LOG_LEVELS: &[&str] = &["error", "warn", "info", "debug", "trace"];
 
-/// Reads the server file. A missing file means all defaults; an empty one too.
+/// Reads the server file. A missing file means all defaults; an empty one too. At most
+/// [`MAX_FILE_BYTES`](super::limits::MAX_FILE_BYTES) are read.
 pub fn load_server_file(file: &Path) -> Result<ServerConfig, ConfigError> {
-    let text = match std::fs::read_to_string(file) {
-        Ok(text) => text,
+    let opened = match std::fs::File::open(file) {
+        Ok(opened) => opened,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             tracing::debug!(file = %file.display(), "no server file, using defaults");
             return Ok(ServerConfig::default());
         }
         Err(e) => return Err(ConfigError::new(file, format!("cannot read: {e}"))),
     };
+    let text = read_capped(file, opened)?;
     parse_server_file(file, &text)
 }
 
 /// Parses the text of the server file `file` (named in errors only).
 pub(super) fn parse_server_file(file: &Path, text: &str) -> Result<ServerConfig, ConfigError> {
+    check_nesting(file, text)?;
     let parsed: Option<ServerConfig> =
         serde_yaml::from_str(text).map_err(|e| ConfigError::from_yaml(file, &e))?;
     Ok(parsed.unwrap_or_default())
