@@ -11,6 +11,15 @@ use support::chromium::{Chromium, Page};
 /// Frames the page's video has decoded so far.
 const DECODED: &str = "document.querySelector('video').getVideoPlaybackQuality().totalVideoFrames";
 
+/// Pictures the player's video element has decoded so far.
+async fn decoded(page: &Page) -> u64 {
+    page.eval(DECODED)
+        .await
+        .expect("frames")
+        .as_u64()
+        .unwrap_or(0)
+}
+
 fn testsrc(width: u32, height: u32, fps: u32) -> String {
     format!(
         "source:\n  type: testsrc\nencoding:\n  width: {width}\n  height: {height}\n  fps: {fps}\n"
@@ -44,12 +53,7 @@ async fn the_player_plays_the_test_pattern_in_chromium() {
     assert_eq!(size, serde_json::json!([640, 360]));
 
     // …and live: decoded frames keep increasing.
-    let first = page
-        .eval(DECODED)
-        .await
-        .expect("frames")
-        .as_u64()
-        .unwrap_or(0);
+    let first = decoded(&page).await;
     let later = page
         .wait_for(
             &format!(
@@ -172,12 +176,7 @@ async fn the_player_keeps_playing_across_a_restart_of_its_path() {
     )
     .await
     .expect("the new size plays in the same page");
-    let at_switch = page
-        .eval(DECODED)
-        .await
-        .expect("frames")
-        .as_u64()
-        .unwrap_or(0);
+    let at_switch = decoded(&page).await;
     let after = page
         .wait_for(
             &format!(
@@ -220,19 +219,9 @@ async fn the_player_keeps_its_session_on_a_one_fps_path() {
     )
     .await
     .expect("video plays");
-    let first = page
-        .eval(DECODED)
-        .await
-        .expect("frames")
-        .as_u64()
-        .unwrap_or(0);
+    let first = decoded(&page).await;
     tokio::time::sleep(Duration::from_secs(6)).await;
-    let later = page
-        .eval(DECODED)
-        .await
-        .expect("frames")
-        .as_u64()
-        .unwrap_or(0);
+    let later = decoded(&page).await;
     println!("chromium at 1 fps: frames decoded {first} then {later} six seconds later");
     assert!(
         later >= first + 4,

@@ -224,20 +224,8 @@ mod tests {
         let cam2 = PathName::new("cam2").unwrap();
         assert_eq!(loaded.paths[&cam2].encoding.fps, 10);
 
-        let errors: Vec<String> = loaded
-            .errors
-            .iter()
-            .map(|e| {
-                let rel = e.file.strip_prefix(&dir.0).unwrap().to_path_buf();
-                ConfigError {
-                    file: rel,
-                    ..e.clone()
-                }
-                .to_string()
-            })
-            .collect();
         assert_eq!(
-            errors,
+            errors_of(&dir, &loaded),
             [
                 "_x.yml: path name `_x` must not start with `.`, `_` or `-`",
                 "api.yml: path name `api` is reserved",
