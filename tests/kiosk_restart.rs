@@ -162,10 +162,7 @@ async fn the_player_is_live_again_soon_after_a_daemon_restart_or_crash() {
     );
     let state = page.eval("window.camportal.state").await.expect("state");
     assert_eq!(state, serde_json::json!("playing"));
-    let reconnects = page
-        .eval("window.camportal.reconnects")
-        .await
-        .expect("reconnects");
+    let reconnects = page.reconnects().await;
     assert!(
         reconnects.as_u64().is_some_and(|n| n >= 2),
         "a new session each time: {reconnects}"
@@ -200,10 +197,7 @@ async fn the_player_keeps_its_session_across_a_short_freeze_of_the_daemon() {
         .await
         .expect("pictures flow again");
 
-    let reconnects = page
-        .eval("window.camportal.reconnects")
-        .await
-        .expect("reconnects");
+    let reconnects = page.reconnects().await;
     assert_eq!(
         reconnects,
         serde_json::json!(0),

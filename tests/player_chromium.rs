@@ -190,10 +190,7 @@ async fn the_player_keeps_playing_across_a_restart_of_its_path() {
         .as_u64()
         .unwrap_or(0);
     println!("chromium across a path restart: frames decoded {before} → {at_switch} → {after}");
-    let reconnects = page
-        .eval("window.camportal.reconnects")
-        .await
-        .expect("reconnects");
+    let reconnects = page.reconnects().await;
     assert_eq!(
         reconnects,
         serde_json::json!(0),
@@ -228,9 +225,7 @@ async fn the_player_keeps_its_session_on_a_one_fps_path() {
         "pictures keep coming: {first} → {later}"
     );
     assert_eq!(
-        page.eval("window.camportal.reconnects")
-            .await
-            .expect("reconnects"),
+        page.reconnects().await,
         serde_json::json!(0),
         "same session throughout; console:\n{}",
         page.console().join("\n")

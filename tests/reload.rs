@@ -311,12 +311,7 @@ async fn a_broken_file_loses_nothing_and_fixing_it_applies_it() {
         error.contains("a.yml:4:") && error.contains("fps"),
         "{error}"
     );
-    let api = reqwest::get(test.url("/api/paths"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let api = test.get_text("/api/paths").await;
     assert!(api.contains("out of range"), "{api}");
 
     // A second file claiming the same name: both are rejected, `a` runs on.
@@ -540,12 +535,7 @@ async fn a_link_to_a_secret_file_shows_nothing_of_it() {
             .all(|file| s.config_errors.iter().any(|e| e.file.ends_with(file)))
     })
     .await;
-    let api = reqwest::get(test.url("/api/paths"))
-        .await
-        .expect("daemon answers")
-        .text()
-        .await
-        .expect("body");
+    let api = test.get_text("/api/paths").await;
     eprintln!("/api/paths: {api}");
     for secret in ["FakeSalt", "FakeHash", "root:", "daemon:", "19700", "99999"] {
         assert!(

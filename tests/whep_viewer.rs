@@ -67,12 +67,7 @@ async fn a_viewer_gets_a_decodable_live_picture_at_once() {
     }
 
     // The session is listed, and DELETE ends it.
-    let viewers = reqwest::get(test.url("/api/viewers"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let viewers = test.get_text("/api/viewers").await;
     let viewers: serde_json::Value = serde_json::from_str(&viewers).unwrap();
     assert_eq!(viewers.as_array().map(Vec::len), Some(1), "{viewers}");
     viewer.close().await.expect("DELETE");

@@ -248,6 +248,13 @@ pub struct Page {
 }
 
 impl Page {
+    /// The shipped player's reconnect count (`window.camportal.reconnects`).
+    pub async fn reconnects(&self) -> Value {
+        self.eval("window.camportal.reconnects")
+            .await
+            .expect("reconnects")
+    }
+
     async fn call(&self, method: &str, params: Value) -> Result<Value> {
         self.cdp.call(Some(&self.session), method, params).await
     }

@@ -80,14 +80,19 @@ impl TestDaemon {
         );
     }
 
-    /// How many WHEP sessions `/api/viewers` lists.
-    pub async fn viewer_count(&self) -> usize {
-        let text = reqwest::get(self.url("/api/viewers"))
+    /// The body of `GET rest` (e.g. `/api/paths`).
+    pub async fn get_text(&self, rest: &str) -> String {
+        reqwest::get(self.url(rest))
             .await
             .expect("daemon answers")
             .text()
             .await
-            .expect("body");
+            .expect("body")
+    }
+
+    /// How many WHEP sessions `/api/viewers` lists.
+    pub async fn viewer_count(&self) -> usize {
+        let text = self.get_text("/api/viewers").await;
         let viewers: serde_json::Value = serde_json::from_str(&text).expect("JSON");
         viewers.as_array().map_or(0, Vec::len)
     }
