@@ -12,6 +12,8 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tracing::info;
 
+use crate::auth::Access;
+use crate::auth::http::Guard;
 use crate::config::ServerConfig;
 use crate::path::Directory;
 use crate::status::StatusBoard;
@@ -63,7 +65,15 @@ pub async fn start(settings: Settings) -> anyhow::Result<Daemon> {
         )
     })?;
 
-    let mux = UdpMux::bind(server.udp_address).await?;
+    let access = Access::new(server.auth_users.clone());
+    let mux = {
+        let access = Arc::clone(&access);
+        UdpMux::bind(
+            server.udp_address,
+            Box::new(move |ip| access.network_admits(ip)),
+        )
+        .await?
+    };
     // With port 0 (tests) the port is known only now.
     let udp_addr = mux.local_addr();
     let bound = SocketAddr::new(server.udp_address.ip(), udp_addr.port());
@@ -117,13 +127,18 @@ pub async fn start(settings: Settings) -> anyhow::Result<Daemon> {
             per_client: server.pending_sessions_per_address,
             total: server.pending_sessions,
         },
+        access: Arc::clone(&access),
+    };
+    let guard = Guard {
+        access,
+        allow_origins: server.allow_origins.clone().into(),
     };
     let listener = tokio::net::TcpListener::bind(server.http_address)
         .await
         .with_context(|| format!("cannot listen for HTTP on {}", server.http_address))?;
     let http_addr = listener.local_addr()?;
     let (http_stop, stopped) = oneshot::channel::<()>();
-    let app = crate::http::router(whep);
+    let app = crate::http::router(whep, guard);
     let http = tokio::spawn(crate::http::serve(listener, app, stopped));
     info!(http = %http_addr, "camportal listening: open http://{http_addr}/");
     Ok(Daemon {

@@ -18,6 +18,7 @@
 
 #![deny(unreachable_pub)]
 
+mod auth;
 mod backoff;
 pub mod config;
 pub mod daemon;

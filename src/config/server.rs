@@ -4,11 +4,12 @@
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer};
 
+use super::auth::{AuthUser, default_auth_users};
 use super::error::ConfigError;
 use super::limits::{check_nesting, read_capped};
 
@@ -43,6 +44,24 @@ pub struct ServerConfig {
     /// One of `error`, `warn`, `info`, `debug`, `trace`.
     #[serde(rename = "logLevel", deserialize_with = "deserialize_log_level")]
     pub log_level: String,
+    /// Who may watch, use the API and read metrics; see `crate::auth`. Setting it replaces
+    /// the default (private networks watch, loopback administers) as a whole.
+    #[serde(rename = "authInternalUsers")]
+    pub auth_users: Vec<AuthUser>,
+    /// Origins (`http://host:port`) of other sites' pages that may use WHEP; `*` is any.
+    /// Everything else refuses requests from other origins.
+    #[serde(rename = "webrtcAllowOrigins")]
+    pub allow_origins: Vec<String>,
+    /// Serve HTTPS instead of HTTP on `webrtcAddress`.
+    #[serde(rename = "webrtcEncryption")]
+    pub encryption: bool,
+    /// PEM private key; relative to the server file's directory. Made with a self-signed
+    /// certificate if neither file exists.
+    #[serde(rename = "webrtcServerKey")]
+    pub server_key: PathBuf,
+    /// PEM certificate chain; relative to the server file's directory.
+    #[serde(rename = "webrtcServerCert")]
+    pub server_cert: PathBuf,
 }
 
 impl Default for ServerConfig {
@@ -55,7 +74,22 @@ impl Default for ServerConfig {
             pending_sessions_per_address: 20,
             pending_sessions: 200,
             log_level: "info".to_string(),
+            auth_users: default_auth_users(),
+            allow_origins: vec!["*".to_string()],
+            encryption: false,
+            server_key: PathBuf::from("server.key"),
+            server_cert: PathBuf::from("server.crt"),
         }
+    }
+}
+
+impl ServerConfig {
+    /// Makes the key and certificate paths relative to the directory of the server `file`.
+    fn beside(mut self, file: &Path) -> ServerConfig {
+        let dir = file.parent().unwrap_or(Path::new(""));
+        self.server_key = dir.join(&self.server_key);
+        self.server_cert = dir.join(&self.server_cert);
+        self
     }
 }
 
@@ -81,7 +115,7 @@ pub fn load_server_file(file: &Path) -> Result<ServerConfig, ConfigError> {
         Ok(opened) => opened,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             tracing::debug!(file = %file.display(), "no server file, using defaults");
-            return Ok(ServerConfig::default());
+            return Ok(ServerConfig::default().beside(file));
         }
         Err(e) => return Err(ConfigError::new(file, format!("cannot read: {e}"))),
     };
@@ -94,7 +128,7 @@ pub(super) fn parse_server_file(file: &Path, text: &str) -> Result<ServerConfig,
     check_nesting(file, text)?;
     let parsed: Option<ServerConfig> =
         serde_yaml::from_str(text).map_err(|e| ConfigError::from_yaml(file, &e))?;
-    Ok(parsed.unwrap_or_default())
+    Ok(parsed.unwrap_or_default().beside(file))
 }
 
 /// Parses a listen address: `:PORT` (all IPv4 interfaces), `HOST:PORT` with an IP address or
@@ -281,7 +315,11 @@ mod tests {
         assert_eq!(parse("{}").unwrap(), d);
         let missing =
             std::env::temp_dir().join(format!("camportal-no-such-file-{}.yml", std::process::id()));
-        assert_eq!(load_server_file(&missing).unwrap(), d);
+        let beside_missing = load_server_file(&missing).unwrap();
+        assert_eq!(
+            beside_missing.server_key,
+            std::env::temp_dir().join("server.key")
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test binary uses a different part
 
 pub mod chromium;
+pub mod netns;
 pub mod process;
 pub mod vivid;
 
