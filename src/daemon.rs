@@ -15,6 +15,7 @@ use tracing::info;
 use crate::auth::Access;
 use crate::auth::http::Guard;
 use crate::config::ServerConfig;
+use crate::http::CertFiles;
 use crate::path::Directory;
 use crate::status::StatusBoard;
 use crate::supervisor::{RootArgs, RootMsg, RootSupervisor};
@@ -40,6 +41,8 @@ pub fn default_log_filter(level: &str) -> String {
 /// A running daemon.
 pub struct Daemon {
     pub http_addr: SocketAddr,
+    /// `http` or `https` (`webrtcEncryption`).
+    pub scheme: &'static str,
     pub udp_addr: SocketAddr,
     pub board: StatusBoard,
     root: ActorRef<RootMsg>,
@@ -66,14 +69,10 @@ pub async fn start(settings: Settings) -> anyhow::Result<Daemon> {
     })?;
 
     let access = Access::new(server.auth_users.clone());
-    let mux = {
-        let access = Arc::clone(&access);
-        UdpMux::bind(
-            server.udp_address,
-            Box::new(move |ip| access.network_admits(ip)),
-        )
-        .await?
-    };
+    // The UDP port needs no rule of its own: it takes STUN only when signed with the ICE
+    // password of a session, which only an allowed WHEP request got. (Filtering by address
+    // would refuse allowed viewers whose media comes from another address than their HTTP.)
+    let mux = UdpMux::bind(server.udp_address).await?;
     // With port 0 (tests) the port is known only now.
     let udp_addr = mux.local_addr();
     let bound = SocketAddr::new(server.udp_address.ip(), udp_addr.port());
@@ -81,6 +80,24 @@ pub async fn start(settings: Settings) -> anyhow::Result<Daemon> {
     let candidates = addresses::advertised(bound, &interfaces, &server.additional_hosts);
     info!(udp = %udp_addr, candidates = ?candidates, "WebRTC UDP port ready");
 
+    let tls = if server.encryption {
+        let mut names: Vec<String> = crate::http::host_name().into_iter().collect();
+        names.push("localhost".to_string());
+        names.extend(interfaces.iter().map(|ip| ip.to_string()));
+        names.extend(server.additional_hosts.iter().cloned());
+        names.dedup();
+        let files = CertFiles {
+            key: server.server_key.clone(),
+            cert: server.server_cert.clone(),
+        };
+        // Reading files and making a key: not on the async threads.
+        let acceptor = tokio::task::spawn_blocking(move || crate::http::tls_acceptor(files, names))
+            .await
+            .context("HTTPS set-up")??;
+        Some(acceptor)
+    } else {
+        None
+    };
     let board = StatusBoard::default();
     let sessions = Sessions::default();
     let directory = Directory::default();
@@ -137,12 +154,14 @@ pub async fn start(settings: Settings) -> anyhow::Result<Daemon> {
         .await
         .with_context(|| format!("cannot listen for HTTP on {}", server.http_address))?;
     let http_addr = listener.local_addr()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let (http_stop, stopped) = oneshot::channel::<()>();
     let app = crate::http::router(whep, guard);
-    let http = tokio::spawn(crate::http::serve(listener, app, stopped));
-    info!(http = %http_addr, "camportal listening: open http://{http_addr}/");
+    let http = tokio::spawn(crate::http::serve(listener, app, tls, stopped));
+    info!(http = %http_addr, "camportal listening: open {scheme}://{http_addr}/");
     Ok(Daemon {
         http_addr,
+        scheme,
         udp_addr,
         board,
         root,

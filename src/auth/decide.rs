@@ -58,7 +58,7 @@ fn grants(user: &AuthUser, target: Target<'_>) -> bool {
 }
 
 /// Whether any rule applies to a client at `ip` at all: a client no rule mentions gets
-/// nothing, not even the player's script files, and its STUN is ignored.
+/// nothing, not even the player's script files.
 pub(crate) fn network_admits(users: &[AuthUser], ip: IpAddr) -> bool {
     let ip = unmapped(ip);
     users.iter().any(|user| admits(user, ip))

@@ -12,8 +12,10 @@ use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 use tower_http::timeout::RequestBodyTimeoutLayer;
 
 mod listener;
+mod tls;
 
 pub(crate) use listener::serve;
+pub(crate) use tls::{CertFiles, acceptor as tls_acceptor, host_name};
 
 use crate::auth::http::{Caller, Guard};
 use crate::auth::{Decision, Target};

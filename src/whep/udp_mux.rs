@@ -87,17 +87,10 @@ pub(crate) struct UdpMux {
     local_addr: SocketAddr,
     routes: Mutex<Routes>,
     crypto: Arc<dyn RTCCryptoProvider>,
-    /// Whether a client at this address may be here at all (the access rules): STUN from
-    /// anywhere else is not even parsed.
-    admits: Admits,
 }
 
-/// See [`UdpMux::bind`].
-pub(crate) type Admits = Box<dyn Fn(std::net::IpAddr) -> bool + Send + Sync>;
-
 impl UdpMux {
-    /// Binds the shared port; datagrams from addresses `admits` refuses are dropped unread.
-    pub(crate) async fn bind(addr: SocketAddr, admits: Admits) -> io::Result<Arc<UdpMux>> {
+    pub(crate) async fn bind(addr: SocketAddr) -> io::Result<Arc<UdpMux>> {
         let socket = UdpSocket::bind(addr).await.map_err(|err| {
             io::Error::new(
                 err.kind(),
@@ -112,7 +105,6 @@ impl UdpMux {
             local_addr,
             routes: Mutex::new(Routes::default()),
             crypto,
-            admits,
         });
         tokio::spawn(Arc::clone(&mux).receive_loop());
         Ok(mux)
@@ -186,9 +178,6 @@ impl UdpMux {
         let mut routes = self.lock();
         if let Some(owner) = routes.by_addr.get(&peer) {
             return routes.by_ufrag.get(owner).map(|route| route.inbox.clone());
-        }
-        if !(self.admits)(peer.ip()) {
-            return None;
         }
         let (ufrag, mut message) = stun_request_for(data)?;
         let route = routes.by_ufrag.get(&ufrag)?;
@@ -299,9 +288,7 @@ mod tests {
 
     #[tokio::test]
     async fn routes_signed_stun_then_by_address() {
-        let mux = UdpMux::bind("127.0.0.1:0".parse().unwrap(), Box::new(|_| true))
-            .await
-            .unwrap();
+        let mux = UdpMux::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let mut inbox = mux.register("abcd", PASSWORD);
         let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let to = mux.local_addr();
@@ -323,20 +310,6 @@ mod tests {
         let second = inbox.recv().await.unwrap();
         assert_eq!(&second.data[..], b"\x80\x60media");
         mux.unregister("abcd");
-        assert!(mux.lock().by_addr.is_empty());
-    }
-
-    #[tokio::test]
-    async fn ignores_even_signed_stun_from_addresses_not_admitted() {
-        let mux = UdpMux::bind("127.0.0.1:0".parse().unwrap(), Box::new(|_| false))
-            .await
-            .unwrap();
-        let _inbox = mux.register("abcd", PASSWORD);
-        let signed = binding_request("abcd:efgh", PASSWORD);
-        assert!(
-            mux.route(&signed, "127.0.0.1:5000".parse().unwrap())
-                .is_none()
-        );
         assert!(mux.lock().by_addr.is_empty());
     }
 }
