@@ -13,7 +13,6 @@ use tokio::task::JoinHandle;
 use tracing::info;
 
 use crate::auth::Access;
-use crate::auth::http::Guard;
 use crate::config::ServerConfig;
 use crate::http::CertFiles;
 use crate::path::Directory;
@@ -50,6 +49,9 @@ pub struct Daemon {
     http_stop: oneshot::Sender<()>,
     http: JoinHandle<()>,
     trimmer: JoinHandle<()>,
+    access: Arc<Access>,
+    /// The server settings in force.
+    server: std::sync::Mutex<ServerConfig>,
 }
 
 /// Starting every path (not waiting for their first pictures) takes milliseconds; this only
@@ -68,7 +70,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Daemon> {
         )
     })?;
 
-    let access = Access::new(server.auth_users.clone());
+    let access = Access::new(server.auth_users.clone(), server.allow_origins.clone());
     // The UDP port needs no rule of its own: it takes STUN only when signed with the ICE
     // password of a session, which only an allowed WHEP request got. (Filtering by address
     // would refuse allowed viewers whose media comes from another address than their HTTP.)
@@ -146,17 +148,13 @@ pub async fn start(settings: Settings) -> anyhow::Result<Daemon> {
         },
         access: Arc::clone(&access),
     };
-    let guard = Guard {
-        access,
-        allow_origins: server.allow_origins.clone().into(),
-    };
     let listener = tokio::net::TcpListener::bind(server.http_address)
         .await
         .with_context(|| format!("cannot listen for HTTP on {}", server.http_address))?;
     let http_addr = listener.local_addr()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     let (http_stop, stopped) = oneshot::channel::<()>();
-    let app = crate::http::router(whep, guard);
+    let app = crate::http::router(whep);
     let http = tokio::spawn(crate::http::serve(listener, app, tls, stopped));
     info!(http = %http_addr, "camportal listening: open {scheme}://{http_addr}/");
     Ok(Daemon {
@@ -169,6 +167,8 @@ pub async fn start(settings: Settings) -> anyhow::Result<Daemon> {
         http_stop,
         http,
         trimmer: crate::memory::spawn_trimmer(),
+        access,
+        server: std::sync::Mutex::new(settings.server),
     })
 }
 
@@ -176,6 +176,48 @@ impl Daemon {
     /// Reads `config.d/` again now (SIGHUP) rather than waiting for a change or the rescan.
     pub fn reload(&self, why: &'static str) {
         let _ = self.root.send_message(RootMsg::Reload(why));
+    }
+
+    /// Puts a server file read again (SIGHUP) in force: `authInternalUsers` and
+    /// `webrtcAllowOrigins` at once, for every request from now on. Returns the keys whose
+    /// change needs a restart (listening addresses, certificates' paths, ...), which stay as
+    /// they were.
+    pub fn apply_server(&self, new: ServerConfig) -> Vec<&'static str> {
+        let mut server = self
+            .server
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.access
+            .replace(new.auth_users.clone(), new.allow_origins.clone());
+        let old = &*server;
+        let changed = [
+            ("webrtcAddress", old.http_address != new.http_address),
+            ("webrtcLocalUDPAddress", old.udp_address != new.udp_address),
+            (
+                "webrtcAdditionalHosts",
+                old.additional_hosts != new.additional_hosts,
+            ),
+            ("webrtcICEServers2", old.ice_servers != new.ice_servers),
+            (
+                "webrtcPendingSessionsPerAddress",
+                old.pending_sessions_per_address != new.pending_sessions_per_address,
+            ),
+            (
+                "webrtcPendingSessions",
+                old.pending_sessions != new.pending_sessions,
+            ),
+            ("logLevel", old.log_level != new.log_level),
+            ("webrtcEncryption", old.encryption != new.encryption),
+            ("webrtcServerKey", old.server_key != new.server_key),
+            ("webrtcServerCert", old.server_cert != new.server_cert),
+        ];
+        let restart = changed
+            .into_iter()
+            .filter_map(|(key, changed)| changed.then_some(key))
+            .collect();
+        server.auth_users = new.auth_users;
+        server.allow_origins = new.allow_origins;
+        restart
     }
 
     /// Closes every viewer cleanly, stops every path, then the HTTP server.

@@ -384,3 +384,53 @@ async fn another_origin_can_neither_list_nor_end_sessions() {
     .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "the API is not WHEP");
 }
+
+/// The status of `GET url`, polled until it is `want` (up to 5 s).
+async fn wait_status(url: &str, want: StatusCode) -> StatusCode {
+    let mut status = StatusCode::IM_A_TEAPOT;
+    for _ in 0..100 {
+        status = reqwest::get(url)
+            .await
+            .expect("the daemon answers")
+            .status();
+        if status == want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    status
+}
+
+#[tokio::test]
+async fn sighup_puts_new_rules_in_force_and_a_broken_file_keeps_them() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config_dir = dir.path().join("config.d");
+    std::fs::create_dir(&config_dir).expect("config.d");
+    std::fs::write(config_dir.join("cam.yml"), small_path(160, 120)).expect("path file");
+    let server_file = dir.path().join("camportal.yml");
+    std::fs::write(
+        &server_file,
+        "authInternalUsers:\n- user: kiosk\n  pass: kioskpass\n  permissions:\n  - action: read\n",
+    )
+    .expect("camportal.yml");
+    let daemon = support::process::DaemonProcess::spawn(&config_dir, "127.0.0.1:0", "127.0.0.1:0");
+    let player = format!("{}/cam/", daemon.address);
+    assert_eq!(
+        wait_status(&player, StatusCode::UNAUTHORIZED).await,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // Back to the defaults (loopback may watch), without a restart.
+    std::fs::write(&server_file, "# defaults\n").expect("camportal.yml");
+    daemon.signal(libc::SIGHUP);
+    assert_eq!(wait_status(&player, StatusCode::OK).await, StatusCode::OK);
+
+    // A broken file changes nothing.
+    std::fs::write(&server_file, "authInternalUsers: [\n").expect("camportal.yml");
+    daemon.signal(libc::SIGHUP);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        reqwest::get(&player).await.expect("answer").status(),
+        StatusCode::OK
+    );
+}

@@ -22,14 +22,6 @@ use crate::config::Action;
 /// the time taken does not tell what was wrong.
 const FAILED_DELAY_MS: std::ops::Range<u64> = 150..450;
 
-/// The middleware's state.
-#[derive(Clone)]
-pub(crate) struct Guard {
-    pub access: Arc<Access>,
-    /// `webrtcAllowOrigins`: other origins whose pages may use WHEP (`*`: any).
-    pub allow_origins: Arc<[String]>,
-}
-
 /// Who made an allowed request, for handlers that decide more (the index lists only the paths
 /// its client may watch).
 #[derive(Clone)]
@@ -119,12 +111,6 @@ fn foreign_origin(headers: &HeaderMap) -> Option<String> {
     }
 }
 
-fn origin_allowed(allowed: &[String], origin: &str) -> bool {
-    allowed
-        .iter()
-        .any(|a| a == "*" || a.trim_end_matches('/').eq_ignore_ascii_case(origin))
-}
-
 fn plain(status: StatusCode, reason: String) -> Response {
     (
         status,
@@ -136,7 +122,7 @@ fn plain(status: StatusCode, reason: String) -> Response {
 
 /// The middleware: decides, then passes the request on or answers `401`/`403` itself.
 pub(crate) async fn guard(
-    State(guard): State<Guard>,
+    State(access): State<Arc<Access>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     mut request: Request,
     next: Next,
@@ -146,7 +132,7 @@ pub(crate) async fn guard(
     let route = route(&uri_path);
     if let Some(origin) = foreign_origin(request.headers()) {
         let whep = matches!(route, Route::Path { whep: true, .. });
-        if !(whep && origin_allowed(&guard.allow_origins, &origin)) {
+        if !(whep && access.origin_allowed(&origin)) {
             info!(client = %ip, %origin, path = %uri_path, "cross-origin request refused");
             return plain(
                 StatusCode::FORBIDDEN,
@@ -160,7 +146,7 @@ pub(crate) async fn guard(
     // Static files, and CORS preflights (browsers send them without credentials): the
     // address alone decides.
     if route == Route::Assets || request.method() == Method::OPTIONS {
-        if guard.access.network_admits(ip) {
+        if access.network_admits(ip) {
             return next.run(request).await;
         }
         info!(client = %ip, path = %uri_path, "request refused: address not allowed");
@@ -179,7 +165,7 @@ pub(crate) async fn guard(
     let as_credentials = given
         .as_ref()
         .map(|(user, pass)| Credentials { user, pass });
-    match guard.access.decide(ip, target, as_credentials).await {
+    match access.decide(ip, target, as_credentials).await {
         Decision::Allow { .. } => {
             request.extensions_mut().insert(Caller {
                 ip,
@@ -304,9 +290,11 @@ mod tests {
         );
         let null = headers(&[(header::ORIGIN, "null"), (header::HOST, "h")]);
         assert_eq!(foreign_origin(&null).as_deref(), Some("null"));
-        assert!(origin_allowed(&["*".into()], "http://a"));
-        assert!(origin_allowed(&["http://a/".into()], "http://a"));
-        assert!(!origin_allowed(&["http://a".into()], "http://b"));
-        assert!(!origin_allowed(&[], "http://a"));
+        let origins =
+            |list: &[&str]| Access::new(vec![], list.iter().map(|o| o.to_string()).collect());
+        assert!(origins(&["*"]).origin_allowed("http://a"));
+        assert!(origins(&["http://a/"]).origin_allowed("http://a"));
+        assert!(!origins(&["http://a"]).origin_allowed("http://b"));
+        assert!(!origins(&[]).origin_allowed("http://a"));
     }
 }

@@ -2,6 +2,8 @@
 //! status API and the player's static files, all embedded in the binary so the daemon runs from
 //! anywhere, with no CDN (kiosks may have no internet).
 
+use std::sync::Arc;
+
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -17,7 +19,7 @@ mod tls;
 pub(crate) use listener::serve;
 pub(crate) use tls::{CertFiles, acceptor as tls_acceptor, host_name};
 
-use crate::auth::http::{Caller, Guard};
+use crate::auth::http::Caller;
 use crate::auth::{Decision, Target};
 use crate::config::{Action, PathName};
 use crate::whep::{self, MAX_OFFER_BYTES, Whep};
@@ -133,17 +135,13 @@ async fn to_player(Path(path): Path<String>) -> Response {
 
 /// Every route, behind the access guard. Only WHEP answers other origins (CORS, as configured
 /// in `webrtcAllowOrigins`), so a page elsewhere cannot read the API or the session list.
-pub(crate) fn router(whep: Whep, guard: Guard) -> Router {
-    let origins = if guard.allow_origins.iter().any(|o| o == "*") {
-        AllowOrigin::any()
-    } else {
-        AllowOrigin::list(
-            guard
-                .allow_origins
-                .iter()
-                .filter_map(|o| HeaderValue::from_str(o.trim_end_matches('/')).ok()),
-        )
-    };
+pub(crate) fn router(whep: Whep) -> Router {
+    let access = Arc::clone(&whep.access);
+    let origins = AllowOrigin::predicate(move |origin: &HeaderValue, _| {
+        origin
+            .to_str()
+            .is_ok_and(|origin| access.origin_allowed(origin))
+    });
     // A player on another origin must see Location (to DELETE) and Link, and may send
     // Authorization (not covered by a `*` of allowed headers, hence mirrored).
     let cors = CorsLayer::new()
@@ -184,7 +182,7 @@ pub(crate) fn router(whep: Whep, guard: Guard) -> Router {
         .layer(DefaultBodyLimit::max(MAX_OFFER_BYTES))
         .layer(RequestBodyTimeoutLayer::new(listener::BODY_TIMEOUT))
         .layer(middleware::from_fn_with_state(
-            guard,
+            Arc::clone(&whep.access),
             crate::auth::http::guard,
         ))
         .with_state(whep)
