@@ -53,7 +53,7 @@ pub struct ServerConfig {
     #[serde(rename = "webrtcAllowOrigins")]
     pub allow_origins: Vec<String>,
     /// Serve HTTPS instead of HTTP on `webrtcAddress`.
-    #[serde(rename = "webrtcEncryption")]
+    #[serde(rename = "webrtcEncryption", deserialize_with = "deserialize_flag")]
     pub encryption: bool,
     /// PEM private key; relative to the server file's directory. Made with a self-signed
     /// certificate if neither file exists.
@@ -188,6 +188,28 @@ fn deserialize_address<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D:
         }
     }
     d.deserialize_str(V)
+}
+
+/// `yes`/`no` as MediaMTX's files write them (YAML 1.1 booleans), as well as `true`/`false`.
+fn deserialize_flag<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    struct V;
+    impl Visitor<'_> for V {
+        type Value = bool;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("yes or no")
+        }
+        fn visit_bool<E: de::Error>(self, v: bool) -> Result<bool, E> {
+            Ok(v)
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<bool, E> {
+            match v.to_ascii_lowercase().as_str() {
+                "yes" | "on" | "true" => Ok(true),
+                "no" | "off" | "false" => Ok(false),
+                _ => Err(E::invalid_value(de::Unexpected::Str(v), &self)),
+            }
+        }
+    }
+    d.deserialize_any(V)
 }
 
 fn deserialize_log_level<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
@@ -389,6 +411,46 @@ mod tests {
     }
 
     #[test]
+    fn users_errors_point_at_the_line_and_never_quote_a_password() {
+        let e =
+            parse("authInternalUsers:\n- user: a\n  pass: 'argon2:hunter2'\n  permissions: []\n")
+                .unwrap_err();
+        assert_eq!(e.line, Some(3));
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+        let e = parse("authInternalUsers:\n- user: a\n  permissions:\n  - action: watch\n")
+            .unwrap_err();
+        assert!(e.message.contains("unknown variant `watch`"), "{e}");
+        let e = parse("authInternalUsers:\n- user: a\n  ips: [10.0.0.0/40]\n").unwrap_err();
+        assert!(
+            e.message.contains("not an IP address or a CIDR range"),
+            "{e}"
+        );
+        let e = parse(
+            "authInternalUsers:\n- user: a\n  permissions:\n  - {action: read, path: '~^c'}\n",
+        )
+        .unwrap_err();
+        assert!(e.message.contains("regular expressions"), "{e}");
+        // MediaMTX's own list (with publish, playback, pprof) carries over.
+        let c = parse(
+            "authInternalUsers:\n- user: any\n  pass:\n  ips: []\n  permissions:\n  \
+             - action: publish\n    path:\n  - action: read\n    path:\n  \
+             - action: playback\n    path:\n- user: any\n  pass:\n  ips: ['127.0.0.1', '::1']\n  \
+             permissions:\n  - action: api\n  - action: metrics\n  - action: pprof\n",
+        )
+        .unwrap();
+        assert_eq!(c.auth_users.len(), 2);
+    }
+
+    #[test]
+    fn flags_are_yes_or_no_as_in_mediamtx() {
+        assert!(parse("webrtcEncryption: yes\n").unwrap().encryption);
+        assert!(parse("webrtcEncryption: true\n").unwrap().encryption);
+        assert!(!parse("webrtcEncryption: no\n").unwrap().encryption);
+        let e = parse("webrtcEncryption: maybe\n").unwrap_err();
+        assert!(e.message.contains("expected yes or no"), "{e}");
+    }
+
+    #[test]
     fn log_levels() {
         assert_eq!(parse_log_level("trace"), Ok("trace".to_string()));
         assert_eq!(
@@ -413,6 +475,11 @@ mod tests {
         let uncommented = uncommented.join("\n");
         let c = parse(&uncommented).unwrap();
         assert_eq!(c.additional_hosts.len(), 2);
+        assert_eq!(c.auth_users.len(), 3, "the kiosk example joins the list");
+        assert!(matches!(
+            c.auth_users[2].pass,
+            Some(super::super::Secret::Sha256(_))
+        ));
         assert_eq!(c.ice_servers.len(), 2);
         assert_eq!(c.ice_servers[1].password.as_deref(), Some("secret"));
     }
