@@ -434,3 +434,32 @@ async fn sighup_puts_new_rules_in_force_and_a_broken_file_keeps_them() {
         StatusCode::OK
     );
 }
+
+#[tokio::test]
+async fn a_page_of_another_origin_in_chromium_cannot_read_the_session_list() {
+    let test = TestDaemon::start(&[("cam", &small_path(160, 120))]).await;
+    // Someone watches.
+    let mut viewer = Viewer::connect(&test.whep_url("cam")).await.expect("viewer");
+    viewer.next_frame(FRAME_TIMEOUT).await.expect("frame");
+    let port = test.daemon.http_addr.port();
+    let browser = Chromium::launch().await.expect("chromium");
+    // http://localhost:PORT is another origin than http://127.0.0.1:PORT: a stand-in for any
+    // page on the network the kiosk's browser might open.
+    let page = browser
+        .open(&format!("http://localhost:{port}/"))
+        .await
+        .expect("page");
+    let listed = page
+        .eval(&format!(
+            "fetch('http://127.0.0.1:{port}/api/viewers')\
+               .then(r => r.text(), e => 'refused: ' + e.message)"
+        ))
+        .await
+        .expect("fetch evaluated");
+    let listed = listed.as_str().unwrap_or_default().to_string();
+    assert!(listed.starts_with("refused"), "another origin read: {listed}");
+    assert!(!listed.contains(viewer.session_url().rsplit('/').next().unwrap()));
+    page.close().await.ok();
+    assert_eq!(test.viewer_count().await, 1, "the viewer watches on");
+    viewer.close().await.expect("close");
+}
