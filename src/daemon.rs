@@ -12,7 +12,9 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tracing::info;
 
+use crate::auth::Access;
 use crate::config::ServerConfig;
+use crate::http::CertFiles;
 use crate::path::Directory;
 use crate::status::StatusBoard;
 use crate::supervisor::{RootArgs, RootMsg, RootSupervisor};
@@ -38,6 +40,8 @@ pub fn default_log_filter(level: &str) -> String {
 /// A running daemon.
 pub struct Daemon {
     pub http_addr: SocketAddr,
+    /// `http` or `https` (`webrtcEncryption`).
+    pub scheme: &'static str,
     pub udp_addr: SocketAddr,
     pub board: StatusBoard,
     root: ActorRef<RootMsg>,
@@ -45,6 +49,9 @@ pub struct Daemon {
     http_stop: oneshot::Sender<()>,
     http: JoinHandle<()>,
     trimmer: JoinHandle<()>,
+    access: Arc<Access>,
+    /// The server settings in force.
+    server: std::sync::Mutex<ServerConfig>,
 }
 
 /// Starting every path (not waiting for their first pictures) takes milliseconds; this only
@@ -63,6 +70,10 @@ pub async fn start(settings: Settings) -> anyhow::Result<Daemon> {
         )
     })?;
 
+    let access = Access::new(server.auth_users.clone(), server.allow_origins.clone());
+    // The UDP port needs no rule of its own: it takes STUN only when signed with the ICE
+    // password of a session, which only an allowed WHEP request got. (Filtering by address
+    // would refuse allowed viewers whose media comes from another address than their HTTP.)
     let mux = UdpMux::bind(server.udp_address).await?;
     // With port 0 (tests) the port is known only now.
     let udp_addr = mux.local_addr();
@@ -71,6 +82,24 @@ pub async fn start(settings: Settings) -> anyhow::Result<Daemon> {
     let candidates = addresses::advertised(bound, &interfaces, &server.additional_hosts);
     info!(udp = %udp_addr, candidates = ?candidates, "WebRTC UDP port ready");
 
+    let tls = if server.encryption {
+        let mut names: Vec<String> = crate::http::host_name().into_iter().collect();
+        names.push("localhost".to_string());
+        names.extend(interfaces.iter().map(|ip| ip.to_string()));
+        names.extend(server.additional_hosts.iter().cloned());
+        names.dedup();
+        let files = CertFiles {
+            key: server.server_key.clone(),
+            cert: server.server_cert.clone(),
+        };
+        // Reading files and making a key: not on the async threads.
+        let acceptor = tokio::task::spawn_blocking(move || crate::http::tls_acceptor(files, names))
+            .await
+            .context("HTTPS set-up")??;
+        Some(acceptor)
+    } else {
+        None
+    };
     let board = StatusBoard::default();
     let sessions = Sessions::default();
     let directory = Directory::default();
@@ -117,17 +146,20 @@ pub async fn start(settings: Settings) -> anyhow::Result<Daemon> {
             per_client: server.pending_sessions_per_address,
             total: server.pending_sessions,
         },
+        access: Arc::clone(&access),
     };
     let listener = tokio::net::TcpListener::bind(server.http_address)
         .await
         .with_context(|| format!("cannot listen for HTTP on {}", server.http_address))?;
     let http_addr = listener.local_addr()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let (http_stop, stopped) = oneshot::channel::<()>();
     let app = crate::http::router(whep);
-    let http = tokio::spawn(crate::http::serve(listener, app, stopped));
-    info!(http = %http_addr, "camportal listening: open http://{http_addr}/");
+    let http = tokio::spawn(crate::http::serve(listener, app, tls, stopped));
+    info!(http = %http_addr, "camportal listening: open {scheme}://{http_addr}/");
     Ok(Daemon {
         http_addr,
+        scheme,
         udp_addr,
         board,
         root,
@@ -135,6 +167,8 @@ pub async fn start(settings: Settings) -> anyhow::Result<Daemon> {
         http_stop,
         http,
         trimmer: crate::memory::spawn_trimmer(),
+        access,
+        server: std::sync::Mutex::new(settings.server),
     })
 }
 
@@ -142,6 +176,48 @@ impl Daemon {
     /// Reads `config.d/` again now (SIGHUP) rather than waiting for a change or the rescan.
     pub fn reload(&self, why: &'static str) {
         let _ = self.root.send_message(RootMsg::Reload(why));
+    }
+
+    /// Puts a server file read again (SIGHUP) in force: `authInternalUsers` and
+    /// `webrtcAllowOrigins` at once, for every request from now on. Returns the keys whose
+    /// change needs a restart (listening addresses, certificates' paths, ...), which stay as
+    /// they were.
+    pub fn apply_server(&self, new: ServerConfig) -> Vec<&'static str> {
+        let mut server = self
+            .server
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.access
+            .replace(new.auth_users.clone(), new.allow_origins.clone());
+        let old = &*server;
+        let changed = [
+            ("webrtcAddress", old.http_address != new.http_address),
+            ("webrtcLocalUDPAddress", old.udp_address != new.udp_address),
+            (
+                "webrtcAdditionalHosts",
+                old.additional_hosts != new.additional_hosts,
+            ),
+            ("webrtcICEServers2", old.ice_servers != new.ice_servers),
+            (
+                "webrtcPendingSessionsPerAddress",
+                old.pending_sessions_per_address != new.pending_sessions_per_address,
+            ),
+            (
+                "webrtcPendingSessions",
+                old.pending_sessions != new.pending_sessions,
+            ),
+            ("logLevel", old.log_level != new.log_level),
+            ("webrtcEncryption", old.encryption != new.encryption),
+            ("webrtcServerKey", old.server_key != new.server_key),
+            ("webrtcServerCert", old.server_cert != new.server_cert),
+        ];
+        let restart = changed
+            .into_iter()
+            .filter_map(|(key, changed)| changed.then_some(key))
+            .collect();
+        server.auth_users = new.auth_users;
+        server.allow_origins = new.allow_origins;
+        restart
     }
 
     /// Closes every viewer cleanly, stops every path, then the HTTP server.

@@ -9,8 +9,9 @@
 //! The rooms: `config/` (models, loading, the reload difference), `supervisor` (the root actor),
 //! `watcher` (signals changes of `config.d/`), `path/` (a path's actor and children), `source/`
 //! (where pictures come from), `encoder` (openh264), `rtp/` (H.264 and RTP facts shared by the
-//! protocols), `whep/` (WHEP, viewers, the UDP port), `http/` (router, pages, status API, the
-//! accept loop and its limits), `memory` (heap trimming, the open-file limit), `status` (what
+//! protocols), `whep/` (WHEP, viewers, the UDP port), `auth/` (who may do what: one decision,
+//! applied to every HTTP request), `http/` (router, pages, status API, the accept loop and its
+//! limits, TLS), `memory` (heap trimming, the open-file limit), `status` (what
 //! the API shows), `daemon` (start and stop).
 //!
 //! Public is only what the binary, the tests, the benchmark and the test viewers
@@ -18,6 +19,7 @@
 
 #![deny(unreachable_pub)]
 
+mod auth;
 mod backoff;
 pub mod config;
 pub mod daemon;

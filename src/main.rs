@@ -105,8 +105,9 @@ fn check(dir: &Path) -> ExitCode {
     }
 }
 
-/// Serves until SIGTERM or SIGINT (which it names); SIGHUP reloads `config.d/` meanwhile.
-async fn serve_until_stopped(daemon: &Daemon) -> std::io::Result<&'static str> {
+/// Serves until SIGTERM or SIGINT (which it names); SIGHUP meanwhile reads `camportal.yml`
+/// again (its access rules take effect) and `config.d/`.
+async fn serve_until_stopped(daemon: &Daemon, args: &RunArgs) -> std::io::Result<&'static str> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
@@ -117,6 +118,18 @@ async fn serve_until_stopped(daemon: &Daemon) -> std::io::Result<&'static str> {
             _ = interrupt.recv() => return Ok("SIGINT"),
             _ = hangup.recv() => {
                 tracing::info!("SIGHUP: reloading the configuration");
+                match server_settings(args) {
+                    Ok(server) => {
+                        let restart = daemon.apply_server(server);
+                        if !restart.is_empty() {
+                            tracing::warn!(
+                                keys = ?restart,
+                                "camportal.yml: these changes take effect at the next restart"
+                            );
+                        }
+                    }
+                    Err(err) => tracing::error!("{err}; keeping the settings in force"),
+                }
                 daemon.reload("SIGHUP");
             }
         }
@@ -144,7 +157,7 @@ async fn run(args: RunArgs) -> ExitCode {
         Err(err) => tracing::warn!(%err, "cannot raise the open file limit"),
     }
     let daemon = match daemon::start(Settings {
-        config_dir: args.config_dir,
+        config_dir: args.config_dir.clone(),
         server,
     })
     .await
@@ -155,7 +168,7 @@ async fn run(args: RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match serve_until_stopped(&daemon).await {
+    match serve_until_stopped(&daemon, &args).await {
         Ok(signal) => tracing::info!(signal, "shutting down"),
         Err(err) => tracing::error!(%err, "cannot wait for signals; shutting down"),
     }

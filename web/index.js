@@ -1,8 +1,18 @@
-// camportal index: every path with its state and viewers, from GET /api/paths every 2 s.
+// camportal index: every path this client may watch, with its state and viewers, from
+// GET /_paths every 2 s.
 'use strict';
 
 (() => {
   const REFRESH_MS = 2000;
+
+  // Credentials in the page's URL (/?user=...&pass=...) go with each request and each link.
+  const query = new URLSearchParams(location.search);
+  const auth = query.has('user')
+    ? { Authorization: 'Basic ' + btoa(unescape(encodeURIComponent(
+      `${query.get('user')}:${query.get('pass') || ''}`))) }
+    : {};
+  const signIn = query.has('user') ? `?${new URLSearchParams({
+    user: query.get('user'), pass: query.get('pass') || '' })}` : '';
 
   const rows = document.querySelector('#paths tbody');
   const empty = document.getElementById('empty');
@@ -22,7 +32,7 @@
     const video = path.width && path.height
       ? `${path.width}×${path.height} @ ${path.fps} fps` : '–';
     return el('tr', { className: `state-${path.state}` },
-      el('td', {}, el('a', { href: path.url, textContent: path.name })),
+      el('td', {}, el('a', { href: path.url + signIn, textContent: path.name })),
       el('td', {}, el('span', { className: `badge ${path.state}`, textContent: path.state })),
       el('td', { textContent: path.source }),
       el('td', { textContent: path.camera || '–' }),
@@ -60,7 +70,7 @@
 
   async function refresh() {
     try {
-      const response = await fetch('/api/paths', { cache: 'no-store' });
+      const response = await fetch('/_paths', { headers: auth, cache: 'no-store' });
       if (!response.ok) throw new Error(`HTTP ${response.status}`);
       render(await response.json());
       unreachable.hidden = true;

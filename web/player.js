@@ -40,6 +40,14 @@
     stats: option('stats', false),
   };
 
+  // A kiosk signs in from its URL (/<path>/?user=kiosk&pass=...), with no prompt: the page
+  // itself was allowed by those, and every WHEP request carries them as HTTP Basic.
+  // (A browser that signed in at a prompt sends its own credentials; nothing to add then.)
+  const auth = query.has('user')
+    ? { Authorization: 'Basic ' + btoa(unescape(encodeURIComponent(
+      `${query.get('user')}:${query.get('pass') || ''}`))) }
+    : {};
+
   // /<path>/ → the WHEP endpoint /<path>/whep.
   const base = location.pathname.endsWith('/') ? location.pathname : location.pathname + '/';
   const pathName = decodeURIComponent(base.replace(/^\/+|\/+$/g, ''));
@@ -109,7 +117,7 @@
   }
 
   function deleteSession(url) {
-    pendingDelete = fetch(url, { method: 'DELETE', keepalive: true }).catch(() => {});
+    pendingDelete = fetch(url, { method: 'DELETE', headers: auth, keepalive: true }).catch(() => {});
   }
 
   // Ends `current` and schedules the next attempt. `lost`: the session was connected and died
@@ -163,7 +171,9 @@
       watch.asking = true;
       const abort = new AbortController();
       const timeout = setTimeout(() => abort.abort(), PROBE_TIMEOUT_MS);
-      const asked = fetch(whepUrl, { method: 'OPTIONS', cache: 'no-store', signal: abort.signal });
+      const asked = fetch(whepUrl, {
+        method: 'OPTIONS', headers: auth, cache: 'no-store', signal: abort.signal,
+      });
       const answered = await asked.then(() => true, () => false);
       clearTimeout(timeout);
       watch.asking = false;
@@ -248,7 +258,7 @@
       try {
         response = await fetch(whepUrl, {
           method: 'POST',
-          headers: { 'Content-Type': 'application/sdp' },
+          headers: { 'Content-Type': 'application/sdp', ...auth },
           body: offer.sdp,
           cache: 'no-store',
         });
@@ -340,7 +350,9 @@
     const timer = setTimeout(() => abort.abort(), PROBE_TIMEOUT_MS);
     let error = null;
     try {
-      const response = await fetch(current.url, { cache: 'no-store', signal: abort.signal });
+      const response = await fetch(current.url, {
+        headers: auth, cache: 'no-store', signal: abort.signal,
+      });
       if (response.status === 404) error = new Unavailable('the server ended the session');
     } catch {
       error = new Offline('cannot reach the server');

@@ -2,6 +2,7 @@
 //! Models, parsing with located errors, validation and directory loading; no I/O beyond
 //! reading files.
 
+mod auth;
 mod diff;
 mod error;
 mod limits;
@@ -13,6 +14,10 @@ mod source;
 mod units;
 
 // What the binary and the tests use; the rest is the daemon's own.
+pub use auth::{
+    Action, AuthUser, LOOPBACK, PRIVATE_NETWORKS, Permission, Secret, UserName, default_auth_users,
+    parse_ip_range, parse_secret,
+};
 pub use error::ConfigError;
 pub use load::{LoadedPaths, load_paths_dir};
 pub use path::{PathConfig, parse_path_file};

@@ -4,11 +4,12 @@
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer};
 
+use super::auth::{AuthUser, default_auth_users};
 use super::error::ConfigError;
 use super::limits::{check_nesting, read_capped};
 
@@ -43,6 +44,24 @@ pub struct ServerConfig {
     /// One of `error`, `warn`, `info`, `debug`, `trace`.
     #[serde(rename = "logLevel", deserialize_with = "deserialize_log_level")]
     pub log_level: String,
+    /// Who may watch, use the API and read metrics; see `crate::auth`. Setting it replaces
+    /// the default (private networks watch, loopback administers) as a whole.
+    #[serde(rename = "authInternalUsers")]
+    pub auth_users: Vec<AuthUser>,
+    /// Origins (`http://host:port`) of other sites' pages that may use WHEP; `*` is any.
+    /// Everything else refuses requests from other origins.
+    #[serde(rename = "webrtcAllowOrigins")]
+    pub allow_origins: Vec<String>,
+    /// Serve HTTPS instead of HTTP on `webrtcAddress`.
+    #[serde(rename = "webrtcEncryption", deserialize_with = "deserialize_flag")]
+    pub encryption: bool,
+    /// PEM private key; relative to the server file's directory. Made with a self-signed
+    /// certificate if neither file exists.
+    #[serde(rename = "webrtcServerKey")]
+    pub server_key: PathBuf,
+    /// PEM certificate chain; relative to the server file's directory.
+    #[serde(rename = "webrtcServerCert")]
+    pub server_cert: PathBuf,
 }
 
 impl Default for ServerConfig {
@@ -55,7 +74,22 @@ impl Default for ServerConfig {
             pending_sessions_per_address: 20,
             pending_sessions: 200,
             log_level: "info".to_string(),
+            auth_users: default_auth_users(),
+            allow_origins: vec!["*".to_string()],
+            encryption: false,
+            server_key: PathBuf::from("server.key"),
+            server_cert: PathBuf::from("server.crt"),
         }
+    }
+}
+
+impl ServerConfig {
+    /// Makes the key and certificate paths relative to the directory of the server `file`.
+    fn beside(mut self, file: &Path) -> ServerConfig {
+        let dir = file.parent().unwrap_or(Path::new(""));
+        self.server_key = dir.join(&self.server_key);
+        self.server_cert = dir.join(&self.server_cert);
+        self
     }
 }
 
@@ -81,7 +115,7 @@ pub fn load_server_file(file: &Path) -> Result<ServerConfig, ConfigError> {
         Ok(opened) => opened,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             tracing::debug!(file = %file.display(), "no server file, using defaults");
-            return Ok(ServerConfig::default());
+            return Ok(ServerConfig::default().beside(file));
         }
         Err(e) => return Err(ConfigError::new(file, format!("cannot read: {e}"))),
     };
@@ -94,7 +128,7 @@ pub(super) fn parse_server_file(file: &Path, text: &str) -> Result<ServerConfig,
     check_nesting(file, text)?;
     let parsed: Option<ServerConfig> =
         serde_yaml::from_str(text).map_err(|e| ConfigError::from_yaml(file, &e))?;
-    Ok(parsed.unwrap_or_default())
+    Ok(parsed.unwrap_or_default().beside(file))
 }
 
 /// Parses a listen address: `:PORT` (all IPv4 interfaces), `HOST:PORT` with an IP address or
@@ -154,6 +188,28 @@ fn deserialize_address<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D:
         }
     }
     d.deserialize_str(V)
+}
+
+/// `yes`/`no` as MediaMTX's files write them (YAML 1.1 booleans), as well as `true`/`false`.
+fn deserialize_flag<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    struct V;
+    impl Visitor<'_> for V {
+        type Value = bool;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("yes or no")
+        }
+        fn visit_bool<E: de::Error>(self, v: bool) -> Result<bool, E> {
+            Ok(v)
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<bool, E> {
+            match v.to_ascii_lowercase().as_str() {
+                "yes" | "on" | "true" => Ok(true),
+                "no" | "off" | "false" => Ok(false),
+                _ => Err(E::invalid_value(de::Unexpected::Str(v), &self)),
+            }
+        }
+    }
+    d.deserialize_any(V)
 }
 
 fn deserialize_log_level<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
@@ -281,7 +337,11 @@ mod tests {
         assert_eq!(parse("{}").unwrap(), d);
         let missing =
             std::env::temp_dir().join(format!("camportal-no-such-file-{}.yml", std::process::id()));
-        assert_eq!(load_server_file(&missing).unwrap(), d);
+        let beside_missing = load_server_file(&missing).unwrap();
+        assert_eq!(
+            beside_missing.server_key,
+            std::env::temp_dir().join("server.key")
+        );
     }
 
     #[test]
@@ -351,6 +411,46 @@ mod tests {
     }
 
     #[test]
+    fn users_errors_point_at_the_line_and_never_quote_a_password() {
+        let e =
+            parse("authInternalUsers:\n- user: a\n  pass: 'argon2:hunter2'\n  permissions: []\n")
+                .unwrap_err();
+        assert_eq!(e.line, Some(3));
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+        let e = parse("authInternalUsers:\n- user: a\n  permissions:\n  - action: watch\n")
+            .unwrap_err();
+        assert!(e.message.contains("unknown variant `watch`"), "{e}");
+        let e = parse("authInternalUsers:\n- user: a\n  ips: [10.0.0.0/40]\n").unwrap_err();
+        assert!(
+            e.message.contains("not an IP address or a CIDR range"),
+            "{e}"
+        );
+        let e = parse(
+            "authInternalUsers:\n- user: a\n  permissions:\n  - {action: read, path: '~^c'}\n",
+        )
+        .unwrap_err();
+        assert!(e.message.contains("regular expressions"), "{e}");
+        // MediaMTX's own list (with publish, playback, pprof) carries over.
+        let c = parse(
+            "authInternalUsers:\n- user: any\n  pass:\n  ips: []\n  permissions:\n  \
+             - action: publish\n    path:\n  - action: read\n    path:\n  \
+             - action: playback\n    path:\n- user: any\n  pass:\n  ips: ['127.0.0.1', '::1']\n  \
+             permissions:\n  - action: api\n  - action: metrics\n  - action: pprof\n",
+        )
+        .unwrap();
+        assert_eq!(c.auth_users.len(), 2);
+    }
+
+    #[test]
+    fn flags_are_yes_or_no_as_in_mediamtx() {
+        assert!(parse("webrtcEncryption: yes\n").unwrap().encryption);
+        assert!(parse("webrtcEncryption: true\n").unwrap().encryption);
+        assert!(!parse("webrtcEncryption: no\n").unwrap().encryption);
+        let e = parse("webrtcEncryption: maybe\n").unwrap_err();
+        assert!(e.message.contains("expected yes or no"), "{e}");
+    }
+
+    #[test]
     fn log_levels() {
         assert_eq!(parse_log_level("trace"), Ok("trace".to_string()));
         assert_eq!(
@@ -375,6 +475,11 @@ mod tests {
         let uncommented = uncommented.join("\n");
         let c = parse(&uncommented).unwrap();
         assert_eq!(c.additional_hosts.len(), 2);
+        assert_eq!(c.auth_users.len(), 3, "the kiosk example joins the list");
+        assert!(matches!(
+            c.auth_users[2].pass,
+            Some(super::super::Secret::Sha256(_))
+        ));
         assert_eq!(c.ice_servers.len(), 2);
         assert_eq!(c.ice_servers[1].password.as_deref(), Some("secret"));
     }

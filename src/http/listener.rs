@@ -14,9 +14,11 @@ use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 use tracing::{debug, warn};
 
@@ -88,8 +90,14 @@ impl Drop for Slot {
     }
 }
 
-/// Serves `app` on `listener` until `stop`; open connections are then dropped.
-pub(crate) async fn serve(listener: TcpListener, app: Router, mut stop: oneshot::Receiver<()>) {
+/// Serves `app` on `listener` (over TLS with `tls`) until `stop`; open connections are then
+/// dropped.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    app: Router,
+    tls: Option<TlsAcceptor>,
+    mut stop: oneshot::Receiver<()>,
+) {
     let connections = Connections::default();
     let mut tasks = JoinSet::new();
     loop {
@@ -108,7 +116,7 @@ pub(crate) async fn serve(listener: TcpListener, app: Router, mut stop: oneshot:
                     debug!(%peer, "HTTP connection refused: too many open");
                     continue;
                 };
-                tasks.spawn(serve_connection(stream, peer, app.clone(), slot));
+                tasks.spawn(serve_connection(stream, peer, app.clone(), tls.clone(), slot));
             }
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
         }
@@ -117,19 +125,36 @@ pub(crate) async fn serve(listener: TcpListener, app: Router, mut stop: oneshot:
 }
 
 async fn serve_connection(
-    stream: tokio::net::TcpStream,
+    stream: TcpStream,
     peer: SocketAddr,
     app: Router,
+    tls: Option<TlsAcceptor>,
     slot: Slot,
 ) {
     let _slot = slot;
+    let Some(tls) = tls else {
+        return serve_http(stream, peer, app).await;
+    };
+    // The handshake is held to the header timeout too: a client that connects and says
+    // nothing must not keep the connection.
+    match tokio::time::timeout(HEADER_TIMEOUT, tls.accept(stream)).await {
+        Ok(Ok(stream)) => serve_http(stream, peer, app).await,
+        Ok(Err(err)) => debug!(%peer, %err, "TLS handshake failed"),
+        Err(_) => debug!(%peer, "TLS handshake timed out"),
+    }
+}
+
+async fn serve_http<S>(stream: S, peer: SocketAddr, app: Router)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
         // What `ConnectInfo<SocketAddr>` extracts, as `axum::serve` would insert it.
         request.extensions_mut().insert(ConnectInfo(peer));
         app.clone().oneshot(request)
     });
-    // HTTP/1.1 only: browsers speak HTTP/2 only over TLS, and version sniffing would wait for a
-    // first byte with no timeout.
+    // HTTP/1.1 only: browsers speak HTTP/2 only over TLS (where ALPN offers only HTTP/1.1),
+    // and version sniffing would wait for a first byte with no timeout.
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)

@@ -2,21 +2,26 @@
 //! status API and the player's static files, all embedded in the binary so the daemon runs from
 //! anywhere, with no CDN (kiosks may have no internet).
 
-use axum::Json;
-use axum::Router;
+use std::sync::Arc;
+
 use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
+use axum::{Extension, Json, Router, middleware};
 use serde::Serialize;
-use tower_http::cors::{Any, CorsLayer};
+use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 use tower_http::timeout::RequestBodyTimeoutLayer;
 
 mod listener;
+mod tls;
 
 pub(crate) use listener::serve;
+pub(crate) use tls::{CertFiles, acceptor as tls_acceptor, host_name};
 
-use crate::config::PathName;
+use crate::auth::http::Caller;
+use crate::auth::{Decision, Target};
+use crate::config::{Action, PathName};
 use crate::whep::{self, MAX_OFFER_BYTES, Whep};
 
 /// `(name, content type, body)` of every file under `web/`.
@@ -73,6 +78,37 @@ async fn api_paths(State(whep): State<Whep>) -> Response {
     Json(whep.board.snapshot()).into_response()
 }
 
+/// `GET /_paths`, for the index page: what `/api/paths` says, about the paths this client may
+/// watch only; the configuration's errors only to a client that may use the API.
+async fn readable_paths(
+    State(whep): State<Whep>,
+    Extension(caller): Extension<Caller>,
+) -> Response {
+    let mut snapshot = whep.board.snapshot();
+    let may = |decision: Decision| matches!(decision, Decision::Allow { .. });
+    let mut readable = Vec::with_capacity(snapshot.paths.len());
+    for path in snapshot.paths {
+        let target = Target::On(Action::Read, Some(&path.name));
+        if may(whep
+            .access
+            .decide(caller.ip, target, caller.credentials())
+            .await)
+        {
+            readable.push(path);
+        }
+    }
+    snapshot.paths = readable;
+    let api = Target::On(Action::Api, None);
+    if !may(whep
+        .access
+        .decide(caller.ip, api, caller.credentials())
+        .await)
+    {
+        snapshot.config_errors.clear();
+    }
+    Json(snapshot).into_response()
+}
+
 async fn api_viewers(State(whep): State<Whep>) -> Response {
     let mut viewers: Vec<ViewerInfo> = whep
         .sessions
@@ -97,23 +133,29 @@ async fn to_player(Path(path): Path<String>) -> Response {
     }
 }
 
+/// Every route, behind the access guard. Only WHEP answers other origins (CORS, as configured
+/// in `webrtcAllowOrigins`), so a page elsewhere cannot read the API or the session list.
 pub(crate) fn router(whep: Whep) -> Router {
-    // A player on another origin may use WHEP: it must see Location (to DELETE) and Link.
+    let access = Arc::clone(&whep.access);
+    let origins = AllowOrigin::predicate(move |origin: &HeaderValue, _| {
+        origin
+            .to_str()
+            .is_ok_and(|origin| access.origin_allowed(origin))
+    });
+    // A player on another origin must see Location (to DELETE) and Link, and may send
+    // Authorization (not covered by a `*` of allowed headers, hence mirrored).
     let cors = CorsLayer::new()
-        .allow_origin(Any)
-        .allow_methods(Any)
-        .allow_headers(Any)
+        .allow_origin(origins)
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::DELETE,
+            Method::PATCH,
+            Method::OPTIONS,
+        ])
+        .allow_headers(AllowHeaders::mirror_request())
         .expose_headers([header::LOCATION, header::LINK]);
-    Router::new()
-        .route("/", get(|| async { static_file("index.html") }))
-        .route(
-            "/_static/{file}",
-            get(|Path(file): Path<String>| async move { static_file(&file) }),
-        )
-        .route("/api/paths", get(api_paths))
-        .route("/api/viewers", get(api_viewers))
-        .route("/{path}", get(to_player))
-        .route("/{path}/", get(|| async { static_file("player.html") }))
+    let whep_routes = Router::new()
         .route(
             "/{path}/whep",
             post(whep::post_offer).options(whep::options),
@@ -124,8 +166,24 @@ pub(crate) fn router(whep: Whep) -> Router {
                 .delete(whep::delete_session)
                 .patch(whep::patch_session),
         )
+        .layer(cors);
+    Router::new()
+        .route("/", get(|| async { static_file("index.html") }))
+        .route("/_paths", get(readable_paths))
+        .route(
+            "/_static/{file}",
+            get(|Path(file): Path<String>| async move { static_file(&file) }),
+        )
+        .route("/api/paths", get(api_paths))
+        .route("/api/viewers", get(api_viewers))
+        .route("/{path}", get(to_player))
+        .route("/{path}/", get(|| async { static_file("player.html") }))
+        .merge(whep_routes)
         .layer(DefaultBodyLimit::max(MAX_OFFER_BYTES))
         .layer(RequestBodyTimeoutLayer::new(listener::BODY_TIMEOUT))
-        .layer(cors)
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&whep.access),
+            crate::auth::http::guard,
+        ))
         .with_state(whep)
 }

@@ -28,6 +28,7 @@ use ractor::{Actor, ActorCell};
 use rand::distr::{Alphanumeric, SampleString};
 use tracing::{info, warn};
 
+use crate::auth::Access;
 use crate::config::IceServer;
 use crate::path::Directory;
 use crate::status::StatusBoard;
@@ -77,6 +78,8 @@ pub(crate) struct Whep {
     pub root: ActorCell,
     pub ice_servers: Vec<IceServer>,
     pub pending_limits: PendingLimits,
+    /// The access rules; the index asks them about each path.
+    pub access: Arc<Access>,
 }
 
 fn plain(status: StatusCode, reason: impl Into<String>) -> Response {

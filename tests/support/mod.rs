@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test binary uses a different part
 
 pub mod chromium;
+pub mod netns;
 pub mod process;
 pub mod vivid;
 
@@ -21,17 +22,27 @@ pub struct TestDaemon {
 impl TestDaemon {
     /// Starts a daemon serving the given `(name, yaml)` path files.
     pub async fn start(paths: &[(&str, &str)]) -> TestDaemon {
+        TestDaemon::start_with(paths, |_| {}).await
+    }
+
+    /// [`TestDaemon::start`], with server settings changed by `configure` (loopback ports
+    /// chosen by the kernel unless it says otherwise).
+    pub async fn start_with(
+        paths: &[(&str, &str)],
+        configure: impl FnOnce(&mut ServerConfig),
+    ) -> TestDaemon {
         let dir = tempfile::tempdir().expect("temp dir");
         let config_dir: PathBuf = dir.path().join("config.d");
         std::fs::create_dir(&config_dir).expect("config.d");
         for (name, yaml) in paths {
             std::fs::write(config_dir.join(format!("{name}.yml")), yaml).expect("path file");
         }
-        let server = ServerConfig {
+        let mut server = ServerConfig {
             http_address: "127.0.0.1:0".parse().unwrap(),
             udp_address: "127.0.0.1:0".parse().unwrap(),
             ..ServerConfig::default()
         };
+        configure(&mut server);
         let daemon = daemon::start(Settings { config_dir, server })
             .await
             .expect("daemon starts");
@@ -98,7 +109,7 @@ impl TestDaemon {
     }
 
     pub fn url(&self, rest: &str) -> String {
-        format!("http://{}{rest}", self.daemon.http_addr)
+        format!("{}://{}{rest}", self.daemon.scheme, self.daemon.http_addr)
     }
 
     pub fn whep_url(&self, path: &str) -> String {

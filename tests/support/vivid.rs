@@ -402,6 +402,15 @@ fn app_cpio(dir: &Path, paths: &[(&str, &str)]) -> PathBuf {
     for (name, yaml) in paths {
         std::fs::write(config.join(format!("{name}.yml")), yaml).unwrap_or_else(|e| fail(e));
     }
+    // The host reaches the guest through QEMU's port forwarding, so the daemon sees it at
+    // 10.0.2.2 (the user-mode network's host address), not on loopback: grant it the API too,
+    // as a user administering the box from another machine would.
+    std::fs::write(
+        root.join("etc/camportal/camportal.yml"),
+        "authInternalUsers:\n\
+         - user: any\n  ips: [10.0.2.2]\n  permissions:\n  - action: read\n  - action: api\n",
+    )
+    .unwrap_or_else(|e| fail(e));
     let out = dir.join("app.cpio");
     cpio(&root, &out);
     out
