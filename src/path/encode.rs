@@ -13,7 +13,7 @@ use super::broadcaster::Fanout;
 use super::worker::Work;
 use crate::config::EncodingConfig;
 use crate::encoder::{Encoder, EncoderSettings};
-use crate::frame::RawFrame;
+use crate::frame::{AccessUnit, RawFrame};
 use crate::handoff::{Latest, Taken};
 use crate::source::Captured;
 
@@ -71,6 +71,12 @@ fn apply_live(path: &str, encoder: &mut Encoder, encoding: &EncodingConfig) -> R
     Ok(())
 }
 
+/// A picture as the encoder holds it: raw ones shared with JPEG readers.
+enum Input {
+    Raw(Arc<RawFrame>),
+    H264(AccessUnit),
+}
+
 fn run(args: &EncodeArgs, stop: &AtomicBool) -> Result<(), String> {
     let mut encoding_rx = args.encoding.clone();
     let mut encoding = encoding_rx.borrow_and_update().clone();
@@ -85,6 +91,15 @@ fn run(args: &EncodeArgs, stop: &AtomicBool) -> Result<(), String> {
             Taken::TimedOut => continue,
             Taken::Closed => break,
         };
+        // JPEG readers take raw pictures, whether or not anyone reads H.264.
+        let captured = match captured {
+            Captured::Raw(frame) => {
+                let frame = Arc::new(frame);
+                args.fanout.offer_picture(&frame);
+                Input::Raw(frame)
+            }
+            Captured::H264(unit) => Input::H264(unit),
+        };
         if args.fanout.viewers() == 0 {
             idle = true;
             continue;
@@ -96,8 +111,8 @@ fn run(args: &EncodeArgs, stop: &AtomicBool) -> Result<(), String> {
             }
         }
         match captured {
-            Captured::H264(unit) => args.fanout.publish(&unit)?,
-            Captured::Raw(frame) => {
+            Input::H264(unit) => args.fanout.publish(&unit)?,
+            Input::Raw(frame) => {
                 let fits = encoder.as_ref().is_some_and(|e| {
                     (e.settings().width, e.settings().height) == (frame.width, frame.height)
                 });
