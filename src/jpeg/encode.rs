@@ -11,11 +11,18 @@ use crate::frame::RawFrame;
 /// (at the same time or later) get the same bytes.
 #[derive(Default)]
 pub(crate) struct JpegCache {
-    /// The picture's capture instant and quality, and its JPEG.
-    last: Mutex<Option<(Instant, u8, Bytes)>>,
+    /// The picture's capture instant and quality (`None`: the camera's own JPEG, whatever
+    /// quality is asked), and its JPEG.
+    last: Mutex<Option<(Instant, Option<u8>, Bytes)>>,
 }
 
 impl JpegCache {
+    /// `jpeg` is `picture` already (the camera's own): given out as it is.
+    pub(crate) fn prime(&self, picture: &RawFrame, jpeg: Bytes) {
+        *self.last.lock().unwrap_or_else(PoisonError::into_inner) =
+            Some((picture.capture.mono, None, jpeg));
+    }
+
     /// `picture` as JPEG at `quality`. Blocks (compression takes milliseconds): call it off the
     /// async threads.
     pub(crate) fn get(&self, picture: &RawFrame, quality: u8) -> Result<Bytes, String> {
@@ -23,12 +30,12 @@ impl JpegCache {
         let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some((captured, made_at, jpeg)) = last.as_ref()
             && *captured == picture.capture.mono
-            && *made_at == quality
+            && made_at.is_none_or(|made_at| made_at == quality)
         {
             return Ok(jpeg.clone());
         }
         let jpeg = Bytes::from(encode(picture, quality)?);
-        *last = Some((picture.capture.mono, quality, jpeg.clone()));
+        *last = Some((picture.capture.mono, Some(quality), jpeg.clone()));
         Ok(jpeg)
     }
 }
@@ -65,5 +72,25 @@ mod tests {
         assert_eq!(&jpeg[..2], &[0xff, 0xd8], "SOI");
         let header = turbojpeg::read_header(&jpeg).unwrap();
         assert_eq!((header.width, header.height), (64, 48));
+    }
+
+    #[test]
+    fn a_picture_is_compressed_once_and_a_cameras_own_jpeg_is_given_as_it_is() {
+        let picture = RawFrame {
+            width: 64,
+            height: 48,
+            data: vec![100; RawFrame::i420_len(64, 48)],
+            capture: CaptureTime::now(),
+        };
+        let cache = JpegCache::default();
+        let first = cache.get(&picture, 80).unwrap();
+        let again = cache.get(&picture, 80).unwrap();
+        assert_eq!(
+            first.as_ptr(),
+            again.as_ptr(),
+            "the same bytes, not a second compression"
+        );
+        cache.prime(&picture, Bytes::from_static(b"camera's own"));
+        assert_eq!(&cache.get(&picture, 50).unwrap()[..], b"camera's own");
     }
 }

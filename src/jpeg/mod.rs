@@ -23,6 +23,10 @@ use crate::whep::Whep;
 /// stalls); a running path gives one within a frame interval.
 const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// The range of `?fps=` on an MJPEG stream.
+const MIN_FPS: f64 = 0.01;
+const MAX_FPS: f64 = 1000.0;
+
 fn plain(status: StatusCode, reason: String) -> Response {
     (
         status,
@@ -62,8 +66,7 @@ pub(crate) async fn snapshot(State(whep): State<Whep>, Path(path): Path<String>)
         return plain(
             StatusCode::SERVICE_UNAVAILABLE,
             format!(
-                "path '{path}' gave no picture within {} s (a camera whose own H.264 is passed \
-                 through has no pictures to give)",
+                "path '{path}' gave no picture within {} s",
                 SNAPSHOT_TIMEOUT.as_secs()
             ),
         );
@@ -103,11 +106,11 @@ pub(crate) async fn mjpeg(
     }
     let fps = match options.fps {
         None => None,
-        Some(fps) if fps.is_finite() && fps > 0.0 => Some(fps),
+        Some(fps) if (MIN_FPS..=MAX_FPS).contains(&fps) => Some(fps),
         Some(_) => {
             return plain(
                 StatusCode::BAD_REQUEST,
-                "fps must be a positive number".to_string(),
+                format!("fps must be a number from {MIN_FPS} to {MAX_FPS}"),
             );
         }
     };

@@ -41,7 +41,8 @@ impl MjpegReader {
             entry: directory.watch(path),
             watching: None,
             quality,
-            min_interval: fps.map(|fps| Duration::from_secs_f64(1.0 / fps.min(1000.0))),
+            // `fps` is checked to be within 0.01..=1000 by the handler.
+            min_interval: fps.map(|fps| Duration::from_secs_f64(1.0 / fps.clamp(0.01, 1000.0))),
             last_sent: None,
             sent_any: false,
         }

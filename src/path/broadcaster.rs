@@ -138,6 +138,16 @@ impl Fanout {
         }
     }
 
+    /// The camera's own JPEG of `picture`: JPEG readers get it instead of a new compression.
+    pub(super) fn offer_camera_jpeg(&self, picture: &RawFrame, jpeg: Bytes) {
+        self.jpeg.prime(picture, jpeg);
+    }
+
+    /// Whether anyone reads raw pictures now.
+    pub(super) fn pictures_wanted(&self) -> bool {
+        self.pictures.receiver_count() > 0
+    }
+
     fn reader_counts(&self) -> [usize; ReaderKind::COUNT] {
         std::array::from_fn(|kind| self.readers[kind].load(Ordering::Relaxed))
     }

@@ -10,6 +10,7 @@ use tokio::sync::watch;
 use tracing::info;
 
 use super::broadcaster::Fanout;
+use super::passthrough::PassthroughPictures;
 use super::worker::Work;
 use crate::config::EncodingConfig;
 use crate::encoder::{Encoder, EncoderSettings};
@@ -81,6 +82,7 @@ fn run(args: &EncodeArgs, stop: &AtomicBool) -> Result<(), String> {
     let mut encoding_rx = args.encoding.clone();
     let mut encoding = encoding_rx.borrow_and_update().clone();
     let mut encoder: Option<Encoder> = None;
+    let mut passthrough = PassthroughPictures::default();
     // Nobody watching: pictures are taken (so capture never backs up) but not encoded, which
     // saves a path's whole encoding cost on a box with cameras nobody looks at. A join needs a
     // keyframe anyway, so the first picture after idling is one and the join costs nothing.
@@ -91,14 +93,29 @@ fn run(args: &EncodeArgs, stop: &AtomicBool) -> Result<(), String> {
             Taken::TimedOut => continue,
             Taken::Closed => break,
         };
-        // JPEG readers take raw pictures, whether or not anyone reads H.264.
+        // JPEG readers take raw pictures, whether or not anyone reads H.264: a camera's own
+        // H.264 is decoded for them, only while they are there.
         let captured = match captured {
             Captured::Raw(frame) => {
                 let frame = Arc::new(frame);
                 args.fanout.offer_picture(&frame);
                 Input::Raw(frame)
             }
-            Captured::H264(unit) => Input::H264(unit),
+            Captured::Jpeg(frame, jpeg) => {
+                let frame = Arc::new(frame);
+                if args.fanout.pictures_wanted() {
+                    args.fanout.offer_camera_jpeg(&frame, jpeg);
+                }
+                args.fanout.offer_picture(&frame);
+                Input::Raw(frame)
+            }
+            Captured::H264(unit) => {
+                let wanted = args.fanout.pictures_wanted();
+                if let Some(picture) = passthrough.push(&unit, wanted) {
+                    args.fanout.offer_picture(&Arc::new(picture));
+                }
+                Input::H264(unit)
+            }
         };
         if args.fanout.viewers() == 0 {
             idle = true;

@@ -8,6 +8,7 @@ mod directory;
 mod encode;
 mod hotplug;
 mod offline;
+mod passthrough;
 mod subscription;
 mod worker;
 

@@ -5,6 +5,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -33,6 +34,8 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Chunks (a response, or one frame's packets) waiting for the socket. A reader further behind
 /// loses frames and skips to the next keyframe.
 const WRITE_QUEUE: usize = 16;
+/// A write to the reader that takes longer than this ends the connection.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a DESCRIBE waits for the path's first keyframe (for `sprop-parameter-sets`).
 const PARAMETER_SETS_TIMEOUT: Duration = Duration::from_secs(3);
 const REALM: &str = "camportal";
@@ -52,13 +55,16 @@ pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, rtsp: Arc<Rtsp>) 
         .map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip());
     let (mut reader, mut writer) = stream.into_split();
     let (out, mut queued) = mpsc::channel::<Bytes>(WRITE_QUEUE);
-    let writing = tokio::spawn(async move {
+    // A reader that stops reading (a frozen player, a window of zero) is dropped after
+    // WRITE_TIMEOUT: its connection, slot and queued frames are not held forever.
+    let mut writing = AbortOnDrop(tokio::spawn(async move {
         while let Some(chunk) = queued.recv().await {
-            if writer.write_all(&chunk).await.is_err() {
-                break;
+            match tokio::time::timeout(WRITE_TIMEOUT, writer.write_all(&chunk)).await {
+                Ok(Ok(())) => {}
+                _ => break,
             }
         }
-    });
+    }));
     let (ended_tx, ended) = mpsc::channel(1);
     let mut connection = Connection {
         peer,
@@ -75,7 +81,18 @@ pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, rtsp: Arc<Rtsp>) 
     debug!(%peer, %reason, "RTSP connection ended");
     connection.stop_playing();
     drop(connection);
-    let _ = writing.await;
+    // What was queued (a last answer) goes out, briefly.
+    let _ = tokio::time::timeout(Duration::from_secs(1), &mut writing.0).await;
+}
+
+/// A task that ends with its owner, also when the owner's own task is aborted (the server
+/// stopping): nothing of a connection outlives it.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 struct Session {
@@ -85,7 +102,9 @@ struct Session {
     ssrc: u32,
     sequence: u16,
     rtp_offset: u32,
-    playing: Option<JoinHandle<()>>,
+    /// The media task, while it exists (from the first PLAY to TEARDOWN), and whether it is
+    /// paused (PAUSE keeps it, so that sequence numbers and report counts go on).
+    playing: Option<(AbortOnDrop, Arc<AtomicBool>)>,
 }
 
 struct Connection {
@@ -179,7 +198,9 @@ impl Connection {
     async fn run(&mut self, reader: &mut tokio::net::tcp::OwnedReadHalf) -> String {
         let mut buf: Vec<u8> = Vec::with_capacity(4096);
         loop {
-            loop {
+            // rtsp-types parses from the start each time: try only once the headers can be
+            // complete (or an interleaved frame may be), not on every partial read.
+            while complete_enough(&buf) {
                 match Message::<Vec<u8>>::parse(&buf[..]) {
                     Ok((message, used)) => {
                         buf.drain(..used);
@@ -258,9 +279,13 @@ impl Connection {
                 return Reply::ok();
             }
             Method::Pause => {
-                self.stop_playing();
                 return match &self.session {
-                    Some(session) => Reply::ok().header("Session", session.id.clone()),
+                    Some(session) => {
+                        if let Some((_, paused)) = &session.playing {
+                            paused.store(true, Ordering::Relaxed);
+                        }
+                        Reply::ok().header("Session", session.id.clone())
+                    }
                     None => Reply::new(454, "Session Not Found"),
                 };
             }
@@ -460,7 +485,9 @@ impl Connection {
         let uri = request
             .request_uri()
             .map(|u| u.as_str().trim_end_matches('/').to_owned());
-        if session.playing.is_none() {
+        if let Some((_, paused)) = &session.playing {
+            paused.store(false, Ordering::Relaxed);
+        } else {
             let sink = match session.transport {
                 Requested::Tcp { interleaved } => Sink::Tcp {
                     out: self.out.clone(),
@@ -470,24 +497,28 @@ impl Connection {
                     let Some(udp) = &self.rtsp.udp else {
                         return Reply::new(461, "Unsupported Transport");
                     };
-                    // Only ever to the reader's own address.
+                    // Only ever to the reader's own address (as IPv4 if it came mapped).
+                    let ip = self.peer.ip().to_canonical();
                     Sink::Udp {
                         rtp: Arc::clone(&udp.rtp),
                         rtcp: Arc::clone(&udp.rtcp),
-                        to_rtp: SocketAddr::new(self.peer.ip(), client_ports.0),
-                        to_rtcp: SocketAddr::new(self.peer.ip(), client_ports.1),
+                        to_rtp: SocketAddr::new(ip, client_ports.0),
+                        to_rtcp: SocketAddr::new(ip, client_ports.1),
                     }
                 }
             };
             let subscription = Subscription::new(&self.rtsp.directory, path, ReaderKind::Rtsp);
+            let paused = Arc::new(AtomicBool::new(false));
             let media = Media::new(
                 subscription,
                 sink,
                 session.ssrc,
                 session.sequence,
                 session.rtp_offset,
+                Arc::clone(&paused),
             );
-            session.playing = Some(tokio::spawn(media.run(self.ended_tx.clone())));
+            let task = tokio::spawn(media.run(self.ended_tx.clone()));
+            session.playing = Some((AbortOnDrop(task), paused));
             info!(peer = %self.peer, %path, transport = ?session.transport, "RTSP reader playing");
         }
         let track = uri.map_or_else(String::new, |uri| {
@@ -503,11 +534,19 @@ impl Connection {
     }
 
     fn stop_playing(&mut self) {
-        if let Some(session) = &mut self.session
-            && let Some(playing) = session.playing.take()
-        {
-            playing.abort();
+        if let Some(session) = &mut self.session {
+            // Dropping the task's handle aborts it.
+            session.playing = None;
         }
+    }
+}
+
+/// Whether `buf` may hold a whole message: an interleaved frame, or headers up to their end.
+fn complete_enough(buf: &[u8]) -> bool {
+    match buf.first() {
+        None => false,
+        Some(b'$') => true,
+        Some(_) => buf.windows(4).any(|w| w == b"\r\n\r\n"),
     }
 }
 

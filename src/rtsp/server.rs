@@ -21,6 +21,8 @@ use crate::path::Directory;
 const MAX_CONNECTIONS_PER_CLIENT: usize = 32;
 /// Connections all clients may hold together.
 const MAX_CONNECTIONS: usize = 256;
+/// Tries at finding a free even/odd UDP port pair when the ports are the kernel's choice.
+const PAIR_ATTEMPTS: usize = 20;
 /// After an accept error (out of file descriptors), wait this long before accepting again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
@@ -40,6 +42,8 @@ pub(crate) struct UdpPorts {
 }
 
 impl UdpPorts {
+    /// Binds `rtp` and `rtcp`. With both at port 0 (tests), a free pair of an even port and the
+    /// next one, as RTP and RTCP ports go (some readers insist).
     pub(crate) async fn bind(rtp: SocketAddr, rtcp: SocketAddr) -> io::Result<UdpPorts> {
         let bind = |addr: SocketAddr, what: &'static str| async move {
             UdpSocket::bind(addr).await.map_err(|err| {
@@ -49,6 +53,12 @@ impl UdpPorts {
                 )
             })
         };
+        if rtp.port() == 0
+            && rtcp.port() == 0
+            && let Some(pair) = free_pair(rtp, rtcp).await
+        {
+            return Ok(pair);
+        }
         Ok(UdpPorts {
             rtp: Arc::new(bind(rtp, "RTSP RTP (rtpAddress)").await?),
             rtcp: Arc::new(bind(rtcp, "RTSP RTCP (rtcpAddress)").await?),
@@ -60,6 +70,28 @@ impl UdpPorts {
         let port = |socket: &UdpSocket| socket.local_addr().map_or(0, |a| a.port());
         (port(&self.rtp), port(&self.rtcp))
     }
+}
+
+/// An even port on `rtp`'s address and the next one on `rtcp`'s, both free.
+async fn free_pair(rtp: SocketAddr, rtcp: SocketAddr) -> Option<UdpPorts> {
+    for _ in 0..PAIR_ATTEMPTS {
+        let probe = UdpSocket::bind(rtp).await.ok()?;
+        let even = probe.local_addr().ok()?.port() & !1;
+        drop(probe);
+        let Some(odd) = even.checked_add(1) else {
+            continue;
+        };
+        let Ok(first) = UdpSocket::bind(SocketAddr::new(rtp.ip(), even)).await else {
+            continue;
+        };
+        if let Ok(second) = UdpSocket::bind(SocketAddr::new(rtcp.ip(), odd)).await {
+            return Some(UdpPorts {
+                rtp: Arc::new(first),
+                rtcp: Arc::new(second),
+            });
+        }
+    }
+    None
 }
 
 /// Reads and drops what readers send to a UDP port (receiver reports), so that its buffer

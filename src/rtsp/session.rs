@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -48,6 +49,8 @@ pub(super) struct Media {
     last_report: Option<Instant>,
     /// A frame was lost on the way to the reader: nothing until the next keyframe.
     skipping: bool,
+    /// PAUSE: frames are not sent (and the next one sent is a keyframe).
+    paused: Arc<AtomicBool>,
 }
 
 impl Media {
@@ -57,6 +60,7 @@ impl Media {
         ssrc: u32,
         sequence: u16,
         rtp_offset: u32,
+        paused: Arc<AtomicBool>,
     ) -> Media {
         Media {
             subscription,
@@ -68,6 +72,7 @@ impl Media {
             octets: 0,
             last_report: None,
             skipping: false,
+            paused,
         }
     }
 
@@ -87,6 +92,10 @@ impl Media {
     }
 
     fn send(&mut self, frame: &VideoFrame) {
+        if self.paused.load(Ordering::Relaxed) {
+            self.skipping = true;
+            return;
+        }
         if self.skipping {
             if !frame.keyframe {
                 return;
@@ -110,10 +119,8 @@ impl Media {
             );
             packet.extend_from_slice(payload);
             self.sequence = self.sequence.wrapping_add(1);
-            self.octets = self.octets.wrapping_add(payload.len() as u32);
             packets.push(packet);
         }
-        self.packets = self.packets.wrapping_add(packets.len() as u32);
         if !self.deliver(&packets, false) {
             debug!(
                 ssrc = self.ssrc,
@@ -123,6 +130,10 @@ impl Media {
             self.subscription.want_keyframe();
             return;
         }
+        // Counted once sent: the reports tell what the reader could have received.
+        self.packets = self.packets.wrapping_add(packets.len() as u32);
+        let octets: usize = frame.payloads.iter().map(|p| p.len()).sum();
+        self.octets = self.octets.wrapping_add(octets as u32);
         let due = self
             .last_report
             .is_none_or(|last| last.elapsed() >= REPORT_INTERVAL);
