@@ -47,7 +47,7 @@ pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, rtsp: Arc<Rtsp>) 
     // Decided before anything the client sent is read.
     if !rtsp.access.network_admits(peer.ip()) {
         info!(%peer, "RTSP connection refused: address not allowed");
-        let _ = stream.try_write(b"RTSP/1.0 403 Forbidden\r\nCSeq: 0\r\nContent-Length: 0\r\n\r\n");
+        refuse(stream).await;
         return;
     }
     let local_ip = stream
@@ -83,6 +83,16 @@ pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, rtsp: Arc<Rtsp>) 
     drop(connection);
     // What was queued (a last answer) goes out, briefly.
     let _ = tokio::time::timeout(Duration::from_secs(1), &mut writing.0).await;
+}
+
+/// Answers `403` without reading a request, then closes gently: what the client sent meanwhile
+/// is drained (briefly, a little) so that the close is no reset that could discard the answer.
+async fn refuse(mut stream: TcpStream) {
+    let answer = b"RTSP/1.0 403 Forbidden\r\nCSeq: 0\r\nContent-Length: 0\r\n\r\n";
+    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(answer)).await;
+    let _ = stream.shutdown().await;
+    let mut sink = [0u8; 4096];
+    let _ = tokio::time::timeout(Duration::from_millis(500), stream.read(&mut sink)).await;
 }
 
 /// A task that ends with its owner, also when the owner's own task is aborted (the server
