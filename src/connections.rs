@@ -2,8 +2,15 @@
 //! hold a port (HTTP, RTSP): a connection over a limit is closed at once, before it is read.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tracing::{debug, warn};
+
+/// After an accept error (out of file descriptors), wait this long before accepting again.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// The connections open now, per client address and in all.
 struct Open {
@@ -58,6 +65,34 @@ impl Connections {
             connections: self.clone(),
             client,
         })
+    }
+}
+
+/// The next connection `connections` admits, with its slot. One over the limits is handed to
+/// `refused` (to answer it without waiting) and closed; an accept error (out of file
+/// descriptors) is logged and waited out. Cancel-safe.
+pub(crate) async fn accept(
+    listener: &TcpListener,
+    connections: &Connections,
+    protocol: &'static str,
+    refused: impl Fn(&TcpStream),
+) -> (TcpStream, SocketAddr, Slot) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(err) => {
+                warn!(%err, protocol, "cannot accept a connection");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
+        };
+        match connections.admit(peer.ip()) {
+            Some(slot) => return (stream, peer, slot),
+            None => {
+                debug!(%peer, protocol, "connection refused: too many open");
+                refused(&stream);
+            }
+        }
     }
 }
 

@@ -18,9 +18,9 @@ use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
-use tracing::{debug, warn};
+use tracing::debug;
 
-use crate::connections::{Connections, Slot};
+use crate::connections::{Connections, Slot, accept};
 
 /// Headers (and the next request on a kept-alive connection) must come within this.
 pub(crate) const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -30,8 +30,6 @@ pub(crate) const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) const MAX_CONNECTIONS_PER_CLIENT: usize = 128;
 /// Connections all clients may hold together; the file descriptor limit is raised well above.
 pub(crate) const MAX_CONNECTIONS: usize = 1024;
-/// After an accept error (out of file descriptors), wait this long before accepting again.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// Serves `app` on `listener` (over TLS with `tls`) until `stop`; open connections are then
 /// dropped.
@@ -46,19 +44,7 @@ pub(crate) async fn serve(
     loop {
         tokio::select! {
             _ = &mut stop => break,
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(accepted) => accepted,
-                    Err(err) => {
-                        warn!(%err, "cannot accept an HTTP connection");
-                        tokio::time::sleep(ACCEPT_BACKOFF).await;
-                        continue;
-                    }
-                };
-                let Some(slot) = connections.admit(peer.ip()) else {
-                    debug!(%peer, "HTTP connection refused: too many open");
-                    continue;
-                };
+            (stream, peer, slot) = accept(&listener, &connections, "HTTP", |_| {}) => {
                 tasks.spawn(serve_connection(stream, peer, app.clone(), tls.clone(), slot));
             }
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}

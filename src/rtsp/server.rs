@@ -4,17 +4,15 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
-use tracing::{debug, warn};
 
 use super::connection;
 use super::transport::Allowed;
 use crate::auth::Access;
-use crate::connections::Connections;
+use crate::connections::{Connections, accept};
 use crate::path::Directory;
 
 /// Connections one client address may hold (a reader needs one; an NVR a few).
@@ -23,8 +21,6 @@ const MAX_CONNECTIONS_PER_CLIENT: usize = 32;
 const MAX_CONNECTIONS: usize = 256;
 /// Tries at finding a free even/odd UDP port pair when the ports are the kernel's choice.
 const PAIR_ATTEMPTS: usize = 20;
-/// After an accept error (out of file descriptors), wait this long before accepting again.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// What every connection shares.
 pub(crate) struct Rtsp {
@@ -115,23 +111,12 @@ pub(crate) async fn serve(listener: TcpListener, rtsp: Arc<Rtsp>, mut stop: ones
     loop {
         tokio::select! {
             _ = &mut stop => break,
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(accepted) => accepted,
-                    Err(err) => {
-                        warn!(%err, "cannot accept an RTSP connection");
-                        tokio::time::sleep(ACCEPT_BACKOFF).await;
-                        continue;
-                    }
-                };
-                let Some(slot) = connections.admit(peer.ip()) else {
-                    debug!(%peer, "RTSP connection refused: too many open");
-                    // A clear answer if the socket takes it at once; never a wait.
-                    let _ = stream.try_write(
-                        b"RTSP/1.0 503 Service Unavailable\r\nCSeq: 0\r\nContent-Length: 0\r\n\r\n",
-                    );
-                    continue;
-                };
+            (stream, peer, slot) = accept(&listener, &connections, "RTSP", |stream| {
+                // A clear answer if the socket takes it at once; never a wait.
+                let _ = stream.try_write(
+                    b"RTSP/1.0 503 Service Unavailable\r\nCSeq: 0\r\nContent-Length: 0\r\n\r\n",
+                );
+            }) => {
                 let rtsp = Arc::clone(&rtsp);
                 tasks.spawn(async move {
                     let _slot = slot;
