@@ -13,9 +13,10 @@ use tokio::task::JoinHandle;
 use tracing::info;
 
 use crate::auth::Access;
-use crate::config::ServerConfig;
+use crate::config::{RtspTransport, ServerConfig};
 use crate::http::CertFiles;
 use crate::path::Directory;
+use crate::rtsp::{Allowed, Rtsp, UdpPorts};
 use crate::status::StatusBoard;
 use crate::supervisor::{RootArgs, RootMsg, RootSupervisor};
 use crate::watcher::{ConfigWatcher, WatcherArgs, WatcherMsg};
@@ -40,6 +41,9 @@ pub fn default_log_filter(level: &str) -> String {
 /// A running daemon.
 pub struct Daemon {
     pub http_addr: SocketAddr,
+    /// Where RTSP listens (`rtspAddress`), unless `rtsp: no`.
+    pub rtsp_addr: Option<SocketAddr>,
+    rtsp: Option<RtspServer>,
     /// `http` or `https` (`webrtcEncryption`).
     pub scheme: &'static str,
     pub udp_addr: SocketAddr,
@@ -54,12 +58,54 @@ pub struct Daemon {
     server: std::sync::Mutex<ServerConfig>,
 }
 
+/// The running RTSP server.
+struct RtspServer {
+    addr: SocketAddr,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+async fn start_rtsp(
+    server: &ServerConfig,
+    directory: Directory,
+    access: Arc<Access>,
+) -> anyhow::Result<RtspServer> {
+    let listener = tokio::net::TcpListener::bind(server.rtsp_address)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen for RTSP on {} (rtspAddress)",
+                server.rtsp_address
+            )
+        })?;
+    let addr = listener.local_addr()?;
+    let allowed = Allowed {
+        tcp: server.rtsp_transports.contains(&RtspTransport::Tcp),
+        udp: server.rtsp_transports.contains(&RtspTransport::Udp),
+    };
+    let udp = if allowed.udp {
+        Some(UdpPorts::bind(server.rtp_address, server.rtcp_address).await?)
+    } else {
+        None
+    };
+    let shared = Arc::new(Rtsp {
+        directory,
+        access,
+        allowed,
+        udp,
+    });
+    let (stop, stopped) = oneshot::channel();
+    let task = tokio::spawn(crate::rtsp::serve(listener, shared, stopped));
+    info!(rtsp = %addr, "RTSP listening: rtsp://{addr}/<path>");
+    Ok(RtspServer { addr, stop, task })
+}
+
 /// Starting every path (not waiting for their first pictures) takes milliseconds; this only
 /// bounds a broken start.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub async fn start(settings: Settings) -> anyhow::Result<Daemon> {
-    crate::whep::init_rtp_clock();
+    crate::rtp::init_clock();
     let server = &settings.server;
     // Refuse to start on a directory that is not there (a typo in --config-dir); once running,
     // a directory that vanishes keeps every path as it is (see `config::reconcile`).
@@ -139,7 +185,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Daemon> {
         addresses: IceAddresses { candidates },
         sessions,
         board: board.clone(),
-        directory,
+        directory: directory.clone(),
         root: root.get_cell(),
         ice_servers: server.ice_servers.clone(),
         pending_limits: PendingLimits {
@@ -147,6 +193,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Daemon> {
             total: server.pending_sessions,
         },
         access: Arc::clone(&access),
+        jpeg_quality: server.jpeg_quality,
     };
     let listener = tokio::net::TcpListener::bind(server.http_address)
         .await
@@ -157,8 +204,15 @@ pub async fn start(settings: Settings) -> anyhow::Result<Daemon> {
     let app = crate::http::router(whep);
     let http = tokio::spawn(crate::http::serve(listener, app, tls, stopped));
     info!(http = %http_addr, "camportal listening: open {scheme}://{http_addr}/");
+    let rtsp = if server.rtsp {
+        Some(start_rtsp(server, directory, Arc::clone(&access)).await?)
+    } else {
+        None
+    };
     Ok(Daemon {
         http_addr,
+        rtsp_addr: rtsp.as_ref().map(|r| r.addr),
+        rtsp,
         scheme,
         udp_addr,
         board,
@@ -210,6 +264,12 @@ impl Daemon {
             ("webrtcEncryption", old.encryption != new.encryption),
             ("webrtcServerKey", old.server_key != new.server_key),
             ("webrtcServerCert", old.server_cert != new.server_cert),
+            ("rtsp", old.rtsp != new.rtsp),
+            ("rtspAddress", old.rtsp_address != new.rtsp_address),
+            ("rtspTransports", old.rtsp_transports != new.rtsp_transports),
+            ("rtpAddress", old.rtp_address != new.rtp_address),
+            ("rtcpAddress", old.rtcp_address != new.rtcp_address),
+            ("jpegQuality", old.jpeg_quality != new.jpeg_quality),
         ];
         let restart = changed
             .into_iter()
@@ -228,6 +288,10 @@ impl Daemon {
             .stop_and_wait(Some("shutdown".into()), Some(Duration::from_millis(1500)))
             .await;
         self.trimmer.abort();
+        if let Some(rtsp) = self.rtsp {
+            let _ = rtsp.stop.send(());
+            let _ = tokio::time::timeout(Duration::from_millis(200), rtsp.task).await;
+        }
         let _ = self.http_stop.send(());
         // Open keep-alive connections (a player's) must not hold the exit up.
         let _ = tokio::time::timeout(Duration::from_millis(200), self.http).await;

@@ -51,6 +51,15 @@ struct RunArgs {
     /// The one UDP address all viewers share (webrtcLocalUDPAddress), e.g. :8189.
     #[arg(long)]
     udp_address: Option<String>,
+    /// RTSP listen address (rtspAddress), e.g. :8554.
+    #[arg(long)]
+    rtsp_address: Option<String>,
+    /// The UDP address RTP to RTSP readers comes from (rtpAddress), e.g. :8000.
+    #[arg(long)]
+    rtp_address: Option<String>,
+    /// The UDP address of RTCP with RTSP readers (rtcpAddress), e.g. :8001.
+    #[arg(long)]
+    rtcp_address: Option<String>,
     /// An extra IP or host name to advertise to viewers (webrtcAdditionalHosts); repeatable.
     #[arg(long = "additional-host")]
     additional_hosts: Vec<String>,
@@ -72,6 +81,23 @@ fn server_settings(args: &RunArgs) -> Result<ServerConfig, String> {
     if let Some(address) = &args.udp_address {
         server.udp_address =
             config::parse_address(address).map_err(|e| format!("--udp-address: {e}"))?;
+    }
+    for (flag, given, key) in [
+        (
+            "--rtsp-address",
+            &args.rtsp_address,
+            &mut server.rtsp_address,
+        ),
+        ("--rtp-address", &args.rtp_address, &mut server.rtp_address),
+        (
+            "--rtcp-address",
+            &args.rtcp_address,
+            &mut server.rtcp_address,
+        ),
+    ] {
+        if let Some(address) = given {
+            *key = config::parse_address(address).map_err(|e| format!("{flag}: {e}"))?;
+        }
     }
     server
         .additional_hosts

@@ -15,6 +15,26 @@ pub enum PathState {
     Failed,
 }
 
+/// The kinds of reader a path has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReaderKind {
+    Webrtc = 0,
+    Rtsp = 1,
+    Mjpeg = 2,
+}
+
+impl ReaderKind {
+    pub const COUNT: usize = 3;
+}
+
+/// A path's readers by kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Readers {
+    pub webrtc: usize,
+    pub rtsp: usize,
+    pub mjpeg: usize,
+}
+
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PathStatus {
@@ -29,7 +49,9 @@ pub struct PathStatus {
     pub height: u32,
     pub fps: u32,
     pub bitrate_kbps: u32,
+    /// WHEP viewers (`readers.webrtc`).
     pub viewers: usize,
+    pub readers: Readers,
     /// Child restarts since the path started.
     pub restarts: u32,
     pub last_error: Option<String>,
@@ -41,6 +63,16 @@ pub struct PathStatus {
 }
 
 impl PathStatus {
+    /// Sets the reader counts, indexed by [`ReaderKind`].
+    pub fn set_readers(&mut self, counts: [usize; ReaderKind::COUNT]) {
+        self.readers = Readers {
+            webrtc: counts[ReaderKind::Webrtc as usize],
+            rtsp: counts[ReaderKind::Rtsp as usize],
+            mjpeg: counts[ReaderKind::Mjpeg as usize],
+        };
+        self.viewers = self.readers.webrtc;
+    }
+
     /// A path whose file is broken and that never had a good configuration: listed as failed
     /// with the file's error, so that people see it where they look for the path.
     pub fn invalid(name: &str, error: String) -> PathStatus {
@@ -55,6 +87,7 @@ impl PathStatus {
             fps: 0,
             bitrate_kbps: 0,
             viewers: 0,
+            readers: Readers::default(),
             restarts: 0,
             last_error: None,
             config_error: Some(error),

@@ -126,6 +126,28 @@ async fn a_public_address_gets_403_for_everything_before_its_offer_is_read() {
         assert!(body.contains("may not read path 'cam'"), "{body}");
     }
     assert_eq!(server.daemon.board.snapshot().paths[0].viewers, 0);
+
+    // RTSP too: refused before a request is read.
+    let rtsp = std::net::SocketAddr::new(
+        link.server_ip,
+        server.daemon.rtsp_addr.expect("RTSP on").port(),
+    );
+    let runtime = link.client.runtime();
+    let answer = runtime
+        .spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut stream = tokio::net::TcpStream::connect(rtsp).await.expect("connect");
+            let url = format!("rtsp://{rtsp}/cam");
+            let request = format!("DESCRIBE {url} RTSP/1.0\r\nCSeq: 1\r\n\r\n");
+            let _ = stream.write_all(request.as_bytes()).await;
+            let mut answer = String::new();
+            let _ = stream.read_to_string(&mut answer).await;
+            answer
+        })
+        .await
+        .expect("RTSP task");
+    runtime.shutdown_background();
+    assert!(answer.starts_with("RTSP/1.0 403"), "{answer}");
     server.stop().await;
 }
 
@@ -439,7 +461,9 @@ async fn sighup_puts_new_rules_in_force_and_a_broken_file_keeps_them() {
 async fn a_page_of_another_origin_in_chromium_cannot_read_the_session_list() {
     let test = TestDaemon::start(&[("cam", &small_path(160, 120))]).await;
     // Someone watches.
-    let mut viewer = Viewer::connect(&test.whep_url("cam")).await.expect("viewer");
+    let mut viewer = Viewer::connect(&test.whep_url("cam"))
+        .await
+        .expect("viewer");
     viewer.next_frame(FRAME_TIMEOUT).await.expect("frame");
     let port = test.daemon.http_addr.port();
     let browser = Chromium::launch().await.expect("chromium");
@@ -457,7 +481,10 @@ async fn a_page_of_another_origin_in_chromium_cannot_read_the_session_list() {
         .await
         .expect("fetch evaluated");
     let listed = listed.as_str().unwrap_or_default().to_string();
-    assert!(listed.starts_with("refused"), "another origin read: {listed}");
+    assert!(
+        listed.starts_with("refused"),
+        "another origin read: {listed}"
+    );
     assert!(!listed.contains(viewer.session_url().rsplit('/').next().unwrap()));
     page.close().await.ok();
     assert_eq!(test.viewer_count().await, 1, "the viewer watches on");

@@ -94,7 +94,10 @@ async fn bad_requests_get_clear_answers() {
     assert!(r.status().is_success(), "{}", r.status());
     // Allowed by the default `webrtcAllowOrigins: ['*']`, and named back (with Vary: Origin),
     // since the allowed origins can change on SIGHUP.
-    assert_eq!(r.headers()["access-control-allow-origin"], "http://kiosk.example");
+    assert_eq!(
+        r.headers()["access-control-allow-origin"],
+        "http://kiosk.example"
+    );
 
     // After all of that, a good offer is still answered.
     let r = post(&whep, "application/sdp", good).await;

@@ -4,6 +4,8 @@
 
 (() => {
   const REFRESH_MS = 2000;
+  // Thumbnails (each path's /<path>/frame.jpeg) are fetched again this often.
+  const THUMB_MS = 5000;
 
   // Credentials in the page's URL (/?user=...&pass=...) go with each request and each link.
   const query = new URLSearchParams(location.search);
@@ -28,10 +30,38 @@
     return node;
   }
 
+  // One <img> per path, kept across refreshes so that a thumbnail does not flicker.
+  const thumbs = new Map();
+
+  function thumbnail(path) {
+    let img = thumbs.get(path.name);
+    if (!img) {
+      img = el('img', { className: 'thumb', alt: `${path.name} now`, loading: 'lazy' });
+      img.dataset.fetched = '0';
+      thumbs.set(path.name, img);
+    }
+    const due = Date.now() - Number(img.dataset.fetched) >= THUMB_MS;
+    if (path.state === 'running' && due) {
+      img.dataset.fetched = String(Date.now());
+      const query = new URLSearchParams(signIn.slice(1));
+      query.set('t', img.dataset.fetched);
+      img.src = `${path.url}frame.jpeg?${query}`;
+    }
+    return img;
+  }
+
+  function readers(path) {
+    const r = path.readers || {};
+    const parts = [['WebRTC', r.webrtc], ['RTSP', r.rtsp], ['MJPEG', r.mjpeg]]
+      .filter(([, n]) => n > 0).map(([kind, n]) => `${n} ${kind}`);
+    return parts.length ? parts.join(', ') : '0';
+  }
+
   function pathRow(path) {
     const video = path.width && path.height
       ? `${path.width}×${path.height} @ ${path.fps} fps` : '–';
     return el('tr', { className: `state-${path.state}` },
+      el('td', {}, thumbnail(path)),
       el('td', {}, el('a', { href: path.url + signIn, textContent: path.name })),
       el('td', {}, el('span', { className: `badge ${path.state}`, textContent: path.state })),
       el('td', { textContent: path.source }),
@@ -39,7 +69,7 @@
       el('td', { textContent: path.format || '–' }),
       el('td', { textContent: video }),
       el('td', { textContent: path.bitrateKbps ? `${path.bitrateKbps} kb/s` : '–' }),
-      el('td', { className: 'num', textContent: String(path.viewers) }),
+      el('td', { className: 'num', textContent: readers(path) }),
       el('td', { className: 'num', textContent: String(path.restarts) }),
       el('td', { className: 'error', textContent: errorText(path) }),
     );
@@ -62,6 +92,9 @@
   function render(data) {
     const paths = data.paths || [];
     rows.replaceChildren(...paths.map(pathRow));
+    for (const name of thumbs.keys()) {
+      if (!paths.some((path) => path.name === name)) thumbs.delete(name);
+    }
     empty.hidden = paths.length > 0;
     const problems = data.configErrors || [];
     configList.replaceChildren(...problems.map(configError));

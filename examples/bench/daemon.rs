@@ -14,6 +14,8 @@ pub struct Daemon {
     child: Child,
     /// `http://127.0.0.1:PORT`
     pub base: String,
+    /// `rtsp://127.0.0.1:PORT`
+    pub rtsp_base: String,
     /// Keeps the config directory alive as long as the daemon.
     _dir: Option<tempfile::TempDir>,
 }
@@ -70,6 +72,12 @@ impl Daemon {
                 "127.0.0.1:0",
                 "--udp-address",
                 "127.0.0.1:0",
+                "--rtsp-address",
+                "127.0.0.1:0",
+                "--rtp-address",
+                "127.0.0.1:0",
+                "--rtcp-address",
+                "127.0.0.1:0",
             ])
             .env("RUST_LOG", "warn,camportal=info")
             .env("NO_COLOR", "1")
@@ -80,9 +88,15 @@ impl Daemon {
             .with_context(|| format!("starting {}", binary.display()))?;
         let stdout = child.stdout.take().context("the daemon's stdout")?;
         let (tx, rx) = std::sync::mpsc::channel();
-        // Reads the address, then keeps draining the log so the daemon never blocks on it.
+        let (rtsp_tx, rtsp_rx) = std::sync::mpsc::channel();
+        // Reads the addresses, then keeps draining the log so the daemon never blocks on it.
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(at) = line.find("RTSP listening: rtsp://") {
+                    let rest = &line[at + "RTSP listening: ".len()..];
+                    let url = rest.split("/<path>").next().unwrap_or_default();
+                    let _ = rtsp_tx.send(url.to_owned());
+                }
                 if let Some(at) = line.find("open http://") {
                     let url = line[at + "open ".len()..]
                         .split_whitespace()
@@ -103,9 +117,14 @@ impl Daemon {
                 return Err(err);
             }
         };
+        // Announced just after the HTTP address.
+        let rtsp_base = rtsp_rx
+            .recv_timeout(Duration::from_secs(5))
+            .unwrap_or_default();
         Ok(Daemon {
             child,
             base,
+            rtsp_base,
             _dir: None,
         })
     }

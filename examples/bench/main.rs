@@ -14,7 +14,9 @@
 //! 4. `latency`: capture stamp → decoded picture (Rust viewer), → presented frame (Chromium).
 //! 5. `viewers`: 1…200 light viewers of one 720p30 2 Mbit/s stream: daemon CPU, loss, memory.
 //! 6. `memory`: idle RSS with the shipped config.
-//! 7. `soak`: join/leave cycles, an offer flood and idle HTTP connections against one daemon,
+//! 7. `readers`: the CPU an RTSP and an MJPEG reader add to a WHEP viewer's; RTSP PLAY → first
+//!    frame over TCP and UDP.
+//! 8. `soak`: join/leave cycles, an offer flood and idle HTTP connections against one daemon,
 //!    with a viewer watching: RSS, open files, threads and the viewer's longest gap.
 //!
 //! The daemon runs as its own process and its CPU is its own (user + sys from /proc), so the
@@ -33,6 +35,7 @@ mod machine;
 mod memory;
 mod pipeline;
 mod proc;
+mod readers;
 mod report;
 mod soak;
 mod stats;
@@ -54,7 +57,7 @@ struct Args {
     #[arg(long)]
     quick: bool,
     /// Only these sections (comma-separated): encoders, pipeline, ttff, latency, viewers, memory,
-    /// soak.
+    /// readers, soak.
     #[arg(long, value_delimiter = ',')]
     only: Vec<Section>,
     /// Where to write the report [default: BENCHMARKS.md, or target/bench/BENCHMARKS-quick.md
@@ -71,6 +74,7 @@ enum Section {
     Latency,
     Viewers,
     Memory,
+    Readers,
     Soak,
 }
 
@@ -168,7 +172,8 @@ async fn main() -> anyhow::Result<()> {
 
     // Every missing part is reported before anything runs, each with what to install.
     let mut missing = Vec::new();
-    let needs_ffmpeg = wants(Section::Encoders) || wants(Section::Pipeline);
+    let needs_ffmpeg =
+        wants(Section::Encoders) || wants(Section::Pipeline) || wants(Section::Readers);
     if needs_ffmpeg && let Err(err) = machine::check_ffmpeg() {
         missing.push(format!("{err:#}"));
     }
@@ -185,6 +190,7 @@ async fn main() -> anyhow::Result<()> {
         Section::Latency,
         Section::Viewers,
         Section::Memory,
+        Section::Readers,
         Section::Soak,
     ]
     .into_iter()
@@ -222,6 +228,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if wants(Section::Memory) {
         report.add(memory::run(&bench).await.context("memory")?);
+    }
+    if wants(Section::Readers) {
+        report.add(readers::run(&bench).await.context("readers")?);
     }
     if wants(Section::Soak) {
         report.add(soak::run(&bench).await.context("soak")?);

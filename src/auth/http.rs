@@ -5,22 +5,15 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use base64::Engine;
-use rand::Rng;
 use tracing::{info, warn};
 
 use super::{Access, Credentials, Decision, Target};
 use crate::config::Action;
-
-/// A wrong password is answered after a random delay in this range: guessing gets slow, and
-/// the time taken does not tell what was wrong.
-const FAILED_DELAY_MS: std::ops::Range<u64> = 150..450;
 
 /// Who made an allowed request, for handlers that decide more (the index lists only the paths
 /// its client may watch).
@@ -74,17 +67,7 @@ fn route(path: &str) -> Route<'_> {
 /// The credentials a request carries: `Authorization: Basic`, else `user`/`pass` in the query.
 fn credentials(headers: &HeaderMap, query: Option<&str>) -> Option<(String, String)> {
     if let Some(value) = headers.get(header::AUTHORIZATION) {
-        let value = value.to_str().ok()?;
-        let (scheme, encoded) = value.split_once(' ')?;
-        if !scheme.eq_ignore_ascii_case("basic") {
-            return None;
-        }
-        let decoded = base64::engine::general_purpose::STANDARD
-            .decode(encoded.trim())
-            .ok()?;
-        let decoded = String::from_utf8(decoded).ok()?;
-        let (user, pass) = decoded.split_once(':')?;
-        return Some((user.to_string(), pass.to_string()));
+        return super::basic_credentials(value.to_str().ok()?);
     }
     let (mut user, mut pass) = (None, None);
     for (key, value) in form_urlencoded::parse(query?.as_bytes()) {
@@ -176,8 +159,7 @@ pub(crate) async fn guard(
         Decision::Unauthorized => {
             if let Some((user, _)) = &given {
                 warn!(client = %ip, %user, path = %uri_path, "authentication failed");
-                let delay = rand::rng().random_range(FAILED_DELAY_MS);
-                tokio::time::sleep(Duration::from_millis(delay)).await;
+                super::delay_failure().await;
             }
             let mut response = plain(
                 StatusCode::UNAUTHORIZED,

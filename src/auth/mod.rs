@@ -15,7 +15,33 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use tokio::sync::Semaphore;
 
-use crate::config::{AuthUser, Secret};
+use crate::config::{AuthUser, Secret, UserName};
+
+/// A wrong password is answered after a random delay in this range: guessing gets slow, and
+/// the time taken does not tell what was wrong.
+const FAILED_DELAY_MS: std::ops::Range<u64> = 150..450;
+
+/// Waits the random delay every failed sign-in gets (HTTP and RTSP alike).
+pub(crate) async fn delay_failure() {
+    use rand::Rng;
+    let delay = rand::rng().random_range(FAILED_DELAY_MS);
+    tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+}
+
+/// `(user, password)` of an `Authorization: Basic ...` value (HTTP and RTSP alike).
+pub(crate) fn basic_credentials(value: &str) -> Option<(String, String)> {
+    use base64::Engine;
+    let (scheme, encoded) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let decoded = String::from_utf8(decoded).ok()?;
+    let (user, pass) = decoded.split_once(':')?;
+    Some((user.to_string(), pass.to_string()))
+}
 
 /// Remembered successful slow (argon2) checks; a kiosk asks many times a minute.
 const MAX_REMEMBERED: usize = 256;
@@ -71,6 +97,23 @@ impl Access {
     /// Whether any rule applies to `ip` at all (see [`decide::network_admits`]).
     pub(crate) fn network_admits(&self, ip: IpAddr) -> bool {
         decide::network_admits(&self.rules().users, ip)
+    }
+
+    /// The plain-text password of `user`, for RTSP Digest (which needs it); none for users
+    /// whose password is stored hashed or who are not named.
+    pub(crate) fn plain_password(&self, user: &str) -> Option<String> {
+        self.rules()
+            .users
+            .iter()
+            .find_map(|entry| match (&entry.user, &entry.pass) {
+                (UserName::Named(Secret::Plain(name)), Some(Secret::Plain(pass)))
+                    if name == user =>
+                {
+                    Some(pass.clone())
+                }
+                (UserName::Named(Secret::Plain(name)), None) if name == user => Some(String::new()),
+                _ => None,
+            })
     }
 
     /// Whether a page from `origin` (`http://host:port`) may use WHEP.
@@ -197,7 +240,7 @@ impl OwnedTarget {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Action, Permission, UserName, parse_secret};
+    use crate::config::{Action, Permission, parse_secret};
 
     #[tokio::test]
     async fn argon2_is_verified_once_then_remembered() {

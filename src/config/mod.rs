@@ -21,7 +21,7 @@ pub use auth::{
 pub use error::ConfigError;
 pub use load::{LoadedPaths, load_paths_dir};
 pub use path::{PathConfig, parse_path_file};
-pub use server::{ServerConfig, load_server_file, parse_address, parse_log_level};
+pub use server::{RtspTransport, ServerConfig, load_server_file, parse_address, parse_log_level};
 
 pub(crate) use diff::{PathConfigs, diff, reconcile};
 pub(crate) use name::{PathName, is_config_file_name};

@@ -62,6 +62,23 @@ pub struct ServerConfig {
     /// PEM certificate chain; relative to the server file's directory.
     #[serde(rename = "webrtcServerCert")]
     pub server_cert: PathBuf,
+    /// Serve RTSP (`rtsp://HOST:8554/<path>`).
+    #[serde(rename = "rtsp", deserialize_with = "deserialize_flag")]
+    pub rtsp: bool,
+    #[serde(rename = "rtspAddress", deserialize_with = "deserialize_address")]
+    pub rtsp_address: SocketAddr,
+    /// How RTSP readers may get RTP: `tcp` (interleaved), `udp` (to their ports).
+    #[serde(rename = "rtspTransports")]
+    pub rtsp_transports: Vec<RtspTransport>,
+    /// The UDP port RTP to RTSP readers comes from.
+    #[serde(rename = "rtpAddress", deserialize_with = "deserialize_address")]
+    pub rtp_address: SocketAddr,
+    /// The UDP port RTCP to and from RTSP readers uses.
+    #[serde(rename = "rtcpAddress", deserialize_with = "deserialize_address")]
+    pub rtcp_address: SocketAddr,
+    /// JPEG quality (1..=100) of snapshots and MJPEG streams.
+    #[serde(rename = "jpegQuality", deserialize_with = "deserialize_quality")]
+    pub jpeg_quality: u8,
 }
 
 impl Default for ServerConfig {
@@ -79,6 +96,12 @@ impl Default for ServerConfig {
             encryption: false,
             server_key: PathBuf::from("server.key"),
             server_cert: PathBuf::from("server.crt"),
+            jpeg_quality: 80,
+            rtsp: true,
+            rtsp_address: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 8554),
+            rtsp_transports: vec![RtspTransport::Tcp, RtspTransport::Udp],
+            rtp_address: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 8000),
+            rtcp_address: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 8001),
         }
     }
 }
@@ -91,6 +114,14 @@ impl ServerConfig {
         self.server_cert = dir.join(&self.server_cert);
         self
     }
+}
+
+/// An RTSP transport (`rtspTransports`). MediaMTX's `multicast` is not served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RtspTransport {
+    Tcp,
+    Udp,
 }
 
 /// A STUN or TURN server handed to browsers and used by the daemon.
@@ -188,6 +219,16 @@ fn deserialize_address<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D:
         }
     }
     d.deserialize_str(V)
+}
+
+fn deserialize_quality<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
+    let quality = u64::deserialize(d)?;
+    match u8::try_from(quality) {
+        Ok(quality @ 1..=100) => Ok(quality),
+        _ => Err(de::Error::custom(format!(
+            "{quality} is out of range 1..=100"
+        ))),
+    }
 }
 
 /// `yes`/`no` as MediaMTX's files write them (YAML 1.1 booleans), as well as `true`/`false`.

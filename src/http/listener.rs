@@ -4,9 +4,7 @@
 //! one client address may hold [`MAX_CONNECTIONS_PER_CLIENT`] connections, all clients together
 //! [`MAX_CONNECTIONS`]. A connection over a limit is closed at once, before it is read.
 
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::Router;
@@ -20,7 +18,9 @@ use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
-use tracing::{debug, warn};
+use tracing::debug;
+
+use crate::connections::{Connections, Slot, accept};
 
 /// Headers (and the next request on a kept-alive connection) must come within this.
 pub(crate) const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -30,65 +30,6 @@ pub(crate) const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) const MAX_CONNECTIONS_PER_CLIENT: usize = 128;
 /// Connections all clients may hold together; the file descriptor limit is raised well above.
 pub(crate) const MAX_CONNECTIONS: usize = 1024;
-/// After an accept error (out of file descriptors), wait this long before accepting again.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
-
-/// The connections open now, per client address and in all.
-#[derive(Default)]
-struct Open {
-    by_client: HashMap<IpAddr, usize>,
-    total: usize,
-}
-
-impl Open {
-    /// Whether one more connection from `client` fits.
-    fn admits(&self, client: IpAddr) -> bool {
-        self.total < MAX_CONNECTIONS
-            && self.by_client.get(&client).copied().unwrap_or(0) < MAX_CONNECTIONS_PER_CLIENT
-    }
-}
-
-#[derive(Clone, Default)]
-struct Connections(Arc<Mutex<Open>>);
-
-/// One admitted connection; counted until dropped.
-struct Slot {
-    connections: Connections,
-    client: IpAddr,
-}
-
-impl Connections {
-    fn lock(&self) -> MutexGuard<'_, Open> {
-        // Counts only: nothing a panic could leave half done.
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn admit(&self, client: IpAddr) -> Option<Slot> {
-        let mut open = self.lock();
-        if !open.admits(client) {
-            return None;
-        }
-        open.total += 1;
-        *open.by_client.entry(client).or_default() += 1;
-        Some(Slot {
-            connections: self.clone(),
-            client,
-        })
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        let mut open = self.connections.lock();
-        open.total = open.total.saturating_sub(1);
-        if let Some(count) = open.by_client.get_mut(&self.client) {
-            *count -= 1;
-            if *count == 0 {
-                open.by_client.remove(&self.client);
-            }
-        }
-    }
-}
 
 /// Serves `app` on `listener` (over TLS with `tls`) until `stop`; open connections are then
 /// dropped.
@@ -98,24 +39,12 @@ pub(crate) async fn serve(
     tls: Option<TlsAcceptor>,
     mut stop: oneshot::Receiver<()>,
 ) {
-    let connections = Connections::default();
+    let connections = Connections::new(MAX_CONNECTIONS_PER_CLIENT, MAX_CONNECTIONS);
     let mut tasks = JoinSet::new();
     loop {
         tokio::select! {
             _ = &mut stop => break,
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(accepted) => accepted,
-                    Err(err) => {
-                        warn!(%err, "cannot accept an HTTP connection");
-                        tokio::time::sleep(ACCEPT_BACKOFF).await;
-                        continue;
-                    }
-                };
-                let Some(slot) = connections.admit(peer.ip()) else {
-                    debug!(%peer, "HTTP connection refused: too many open");
-                    continue;
-                };
+            (stream, peer, slot) = accept(&listener, &connections, "HTTP", |_| {}) => {
                 tasks.spawn(serve_connection(stream, peer, app.clone(), tls.clone(), slot));
             }
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
@@ -162,27 +91,5 @@ where
         .with_upgrades();
     if let Err(err) = connection.await {
         debug!(%peer, %err, "HTTP connection ended");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn connections_are_capped_per_client_and_freed_when_dropped() {
-        let connections = Connections::default();
-        let a: IpAddr = "192.168.1.10".parse().unwrap();
-        let b: IpAddr = "192.168.1.11".parse().unwrap();
-        let slots: Vec<Slot> = (0..MAX_CONNECTIONS_PER_CLIENT)
-            .map(|_| connections.admit(a).expect("under the limit"))
-            .collect();
-        assert!(connections.admit(a).is_none(), "one client is capped");
-        let other = connections.admit(b).expect("another client still gets in");
-        drop(slots);
-        drop(other);
-        assert_eq!(connections.lock().total, 0);
-        assert!(connections.lock().by_client.is_empty());
-        assert!(connections.admit(a).is_some());
     }
 }

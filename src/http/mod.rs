@@ -178,6 +178,8 @@ pub(crate) fn router(whep: Whep) -> Router {
         .route("/api/viewers", get(api_viewers))
         .route("/{path}", get(to_player))
         .route("/{path}/", get(|| async { static_file("player.html") }))
+        .route("/{path}/frame.jpeg", get(crate::jpeg::snapshot))
+        .route("/{path}/stream.mjpeg", get(crate::jpeg::mjpeg))
         .merge(whep_routes)
         .layer(DefaultBodyLimit::max(MAX_OFFER_BYTES))
         .layer(RequestBodyTimeoutLayer::new(listener::BODY_TIMEOUT))

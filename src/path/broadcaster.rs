@@ -1,24 +1,27 @@
 //! Encode once, fan out: each encoded picture is packetized into RTP payloads once and shared by
-//! reference with every viewer through a bounded broadcast ring. The encoder never waits: a viewer
-//! that falls more than [`RING_FRAMES`] behind loses the oldest frames (it sees `Lagged`), skips
-//! to the next keyframe and asks for one. The broadcaster actor is the control side: viewers join
-//! and ask for keyframes through it, and it alone decides when the encoder forces one.
+//! reference with every reader (WHEP viewer, RTSP session) through a bounded broadcast ring. The
+//! encoder never waits: a reader that falls more than [`RING_FRAMES`] behind loses the oldest
+//! frames (it sees `Lagged`), skips to the next keyframe and asks for one. The raw pictures go
+//! to JPEG readers the same way, newest wins, only while someone asks. The broadcaster actor is
+//! the control side: it alone decides when the encoder forces a keyframe, and publishes the
+//! reader counts.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use tokio::sync::broadcast;
-use tracing::{debug, warn};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::sync::{broadcast, watch};
+use tracing::warn;
 
 use super::directory::Directory;
-use crate::frame::{AccessUnit, CaptureTime};
+use crate::frame::{AccessUnit, CaptureTime, RawFrame};
+use crate::jpeg::JpegCache;
 use crate::keyframe::{Decision, KeyframePolicy};
 use crate::rtp::abs_capture_time;
-use crate::rtp::h264::Packetizer;
-use crate::status::StatusBoard;
+use crate::rtp::h264::{self, Packetizer};
+use crate::status::{ReaderKind, StatusBoard};
 
 /// Frames a viewer may fall behind before it starts losing them (about 250 ms at 30 fps).
 pub(super) const RING_FRAMES: usize = 8;
@@ -36,12 +39,30 @@ pub(crate) struct VideoFrame {
     pub payloads: Vec<Bytes>,
 }
 
+/// The stream's SPS and PPS (NAL units without start codes), for an RTSP DESCRIBE.
+#[derive(Clone, Debug)]
+pub(crate) struct ParameterSets {
+    pub sps: Bytes,
+    pub pps: Bytes,
+}
+
 /// The data-plane half, shared by the encoder (publishes) and the broadcaster actor.
-pub(super) struct Fanout {
+pub(crate) struct Fanout {
     frames: broadcast::Sender<Arc<VideoFrame>>,
     packetizer: Mutex<Packetizer>,
     force_keyframe: AtomicBool,
+    /// The newest raw picture, while someone (a snapshot, an MJPEG reader) watches it.
+    pictures: watch::Sender<Option<Arc<RawFrame>>>,
+    /// The last picture compressed to JPEG, for all JPEG readers.
+    jpeg: Arc<JpegCache>,
+    /// The last keyframe's SPS and PPS.
+    parameter_sets: Mutex<Option<ParameterSets>>,
+    /// Readers by kind (indexed by `ReaderKind as usize`). Apart from the fan-out, so that a
+    /// reader's count does not keep a replaced path's fan-out (and its channels) alive.
+    readers: Arc<ReaderCounts>,
 }
+
+type ReaderCounts = [AtomicUsize; ReaderKind::COUNT];
 
 impl Default for Fanout {
     fn default() -> Self {
@@ -49,12 +70,16 @@ impl Default for Fanout {
             frames: broadcast::channel(RING_FRAMES).0,
             packetizer: Mutex::new(Packetizer::default()),
             force_keyframe: AtomicBool::new(false),
+            pictures: watch::Sender::new(None),
+            jpeg: Arc::default(),
+            parameter_sets: Mutex::new(None),
+            readers: Arc::default(),
         }
     }
 }
 
 impl Fanout {
-    /// Packetizes and sends one picture to every current viewer.
+    /// Packetizes and sends one picture to every current reader.
     pub(super) fn publish(&self, unit: &AccessUnit) -> Result<(), String> {
         let payloads = self
             .packetizer
@@ -63,6 +88,9 @@ impl Fanout {
             .packetize(&unit.data)?;
         if payloads.is_empty() {
             return Ok(());
+        }
+        if unit.keyframe {
+            self.remember_parameter_sets(&unit.data);
         }
         // No receivers is normal: the last viewer may have left since the encoder looked.
         let _ = self.frames.send(Arc::new(VideoFrame {
@@ -74,8 +102,54 @@ impl Fanout {
         Ok(())
     }
 
+    fn remember_parameter_sets(&self, annexb: &[u8]) {
+        let find = |kind| {
+            h264::nal_units(annexb)
+                .find(|nal| h264::nal_type(nal) == kind)
+                .map(Bytes::copy_from_slice)
+        };
+        if let (Some(sps), Some(pps)) = (find(h264::NAL_SPS), find(h264::NAL_PPS)) {
+            *self
+                .parameter_sets
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some(ParameterSets { sps, pps });
+        }
+    }
+
+    /// The SPS and PPS of the last keyframe sent, if there was one.
+    pub(crate) fn parameter_sets(&self) -> Option<ParameterSets> {
+        self.parameter_sets
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Readers of the encoded stream: while there is one, the encoder encodes.
     pub(super) fn viewers(&self) -> usize {
         self.frames.receiver_count()
+    }
+
+    /// Offers a raw picture to whoever watches pictures; with nobody watching, none is kept.
+    pub(super) fn offer_picture(&self, picture: &Arc<RawFrame>) {
+        if self.pictures.receiver_count() > 0 {
+            self.pictures.send_replace(Some(Arc::clone(picture)));
+        } else if self.pictures.borrow().is_some() {
+            self.pictures.send_replace(None);
+        }
+    }
+
+    /// The camera's own JPEG of `picture`: JPEG readers get it instead of a new compression.
+    pub(super) fn offer_camera_jpeg(&self, picture: &RawFrame, jpeg: Bytes) {
+        self.jpeg.prime(picture, jpeg);
+    }
+
+    /// Whether anyone reads raw pictures now.
+    pub(super) fn pictures_wanted(&self) -> bool {
+        self.pictures.receiver_count() > 0
+    }
+
+    fn reader_counts(&self) -> [usize; ReaderKind::COUNT] {
+        std::array::from_fn(|kind| self.readers[kind].load(Ordering::Relaxed))
     }
 
     /// The encoder asks before each picture whether it must be a keyframe.
@@ -91,14 +165,72 @@ impl Fanout {
 }
 
 pub(crate) enum BroadcasterMsg {
-    /// A viewer wants frames; it gets a receiver and a keyframe soon.
-    Join(RpcReplyPort<broadcast::Receiver<Arc<VideoFrame>>>),
-    /// A viewer left; only the viewer count changes.
-    Left,
-    /// A viewer lost a keyframe's worth of data (PLI/FIR, or it lagged).
+    /// A reader of the encoded stream joined: it needs a keyframe soon.
+    Joined,
+    /// The reader counts changed.
+    Recount,
+    /// A reader lost a keyframe's worth of data (PLI/FIR, or it lagged).
     KeyframeWanted,
     /// The merged keyframe request scheduled by the policy is due.
     ScheduledKeyframe,
+}
+
+/// A running path as readers find it in the directory: its broadcaster and its data plane.
+/// Readers take what they need from it and do not keep it: a path that is replaced must be
+/// able to drop its channels, which is how its readers learn that it went away.
+#[derive(Clone)]
+pub(crate) struct Joinable {
+    pub actor: ActorRef<BroadcasterMsg>,
+    fanout: Arc<Fanout>,
+}
+
+/// One reader counted on a path, until dropped (also when its task is cancelled or panics).
+pub(crate) struct Counted {
+    readers: Arc<ReaderCounts>,
+    actor: ActorRef<BroadcasterMsg>,
+    kind: ReaderKind,
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.readers[self.kind as usize].fetch_sub(1, Ordering::Relaxed);
+        let _ = self.actor.cast(BroadcasterMsg::Recount);
+    }
+}
+
+impl Joinable {
+    /// Counts a reader of `kind` (e.g. an MJPEG client, which reads pictures, not frames).
+    pub(crate) fn count(&self, kind: ReaderKind) -> Counted {
+        self.fanout.readers[kind as usize].fetch_add(1, Ordering::Relaxed);
+        let _ = self.actor.cast(BroadcasterMsg::Recount);
+        Counted {
+            readers: Arc::clone(&self.fanout.readers),
+            actor: self.actor.clone(),
+            kind,
+        }
+    }
+
+    /// Joins the encoded stream: frames from now on, and a keyframe soon. Synchronous, so a
+    /// reader's task cannot be cancelled half-way through it.
+    pub(crate) fn join(&self, kind: ReaderKind) -> (broadcast::Receiver<Arc<VideoFrame>>, Counted) {
+        let frames = self.fanout.frames.subscribe();
+        let counted = self.count(kind);
+        let _ = self.actor.cast(BroadcasterMsg::Joined);
+        (frames, counted)
+    }
+
+    /// The newest raw picture from now on (the current one, if someone watched already), and
+    /// where its JPEG is made once for all readers.
+    pub(crate) fn pictures(&self) -> (watch::Receiver<Option<Arc<RawFrame>>>, Arc<JpegCache>) {
+        (
+            self.fanout.pictures.subscribe(),
+            Arc::clone(&self.fanout.jpeg),
+        )
+    }
+
+    pub(crate) fn parameter_sets(&self) -> Option<ParameterSets> {
+        self.fanout.parameter_sets()
+    }
 }
 
 pub(super) struct BroadcasterArgs {
@@ -125,11 +257,11 @@ impl BroadcasterState {
         }
     }
 
-    fn publish_viewer_count(&self) {
-        let viewers = self.args.fanout.viewers();
-        self.args
-            .board
-            .update_path(&self.args.path, |status| status.viewers = viewers);
+    fn publish_reader_counts(&self) {
+        let counts = self.args.fanout.reader_counts();
+        self.args.board.update_path(&self.args.path, |status| {
+            status.set_readers(counts);
+        });
     }
 }
 
@@ -156,7 +288,11 @@ impl Actor for Broadcaster {
         myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        state.args.directory.enter(&state.args.path, myself);
+        let joinable = Joinable {
+            actor: myself,
+            fanout: Arc::clone(&state.args.fanout),
+        };
+        state.args.directory.enter(&state.args.path, joinable);
         Ok(())
     }
 
@@ -167,15 +303,11 @@ impl Actor for Broadcaster {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            BroadcasterMsg::Join(reply) => {
-                let receiver = state.args.fanout.frames.subscribe();
-                if reply.send(receiver).is_err() {
-                    debug!(path = %state.args.path, "viewer left before joining");
-                }
+            BroadcasterMsg::Joined => {
                 state.want_keyframe(&myself);
-                state.publish_viewer_count();
+                state.publish_reader_counts();
             }
-            BroadcasterMsg::Left => state.publish_viewer_count(),
+            BroadcasterMsg::Recount => state.publish_reader_counts(),
             BroadcasterMsg::KeyframeWanted => state.want_keyframe(&myself),
             BroadcasterMsg::ScheduledKeyframe => {
                 if state.policy.fire(Instant::now()) {

@@ -6,10 +6,10 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use ractor::{ActorId, ActorRef};
+use ractor::ActorId;
 use tokio::sync::watch;
 
-use super::broadcaster::BroadcasterMsg;
+use super::broadcaster::Joinable;
 
 /// A path as its viewers see it.
 #[derive(Clone)]
@@ -17,7 +17,7 @@ pub(crate) enum Entry {
     /// Configured, but no broadcaster to join: starting, restarting, or failed.
     Away,
     /// Its broadcaster takes joins.
-    Running(ActorRef<BroadcasterMsg>),
+    Running(Joinable),
     /// Gone from the configuration: it is not coming back.
     Removed,
 }
@@ -48,7 +48,7 @@ impl Directory {
     }
 
     /// A path's broadcaster has started.
-    pub(crate) fn enter(&self, path: &str, broadcaster: ActorRef<BroadcasterMsg>) {
+    pub(crate) fn enter(&self, path: &str, broadcaster: Joinable) {
         if let Some(entry) = self.lock().get(path) {
             entry.send_replace(Entry::Running(broadcaster));
         }
@@ -58,7 +58,7 @@ impl Directory {
     pub(crate) fn leave(&self, path: &str, broadcaster: ActorId) {
         if let Some(entry) = self.lock().get(path) {
             entry.send_if_modified(|current| match current {
-                Entry::Running(running) if running.get_id() == broadcaster => {
+                Entry::Running(running) if running.actor.get_id() == broadcaster => {
                     *current = Entry::Away;
                     true
                 }

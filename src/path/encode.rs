@@ -10,10 +10,11 @@ use tokio::sync::watch;
 use tracing::info;
 
 use super::broadcaster::Fanout;
+use super::passthrough::PassthroughPictures;
 use super::worker::Work;
 use crate::config::EncodingConfig;
 use crate::encoder::{Encoder, EncoderSettings};
-use crate::frame::RawFrame;
+use crate::frame::{AccessUnit, RawFrame};
 use crate::handoff::{Latest, Taken};
 use crate::source::Captured;
 
@@ -71,10 +72,17 @@ fn apply_live(path: &str, encoder: &mut Encoder, encoding: &EncodingConfig) -> R
     Ok(())
 }
 
+/// A picture as the encoder holds it: raw ones shared with JPEG readers.
+enum Input {
+    Raw(Arc<RawFrame>),
+    H264(AccessUnit),
+}
+
 fn run(args: &EncodeArgs, stop: &AtomicBool) -> Result<(), String> {
     let mut encoding_rx = args.encoding.clone();
     let mut encoding = encoding_rx.borrow_and_update().clone();
     let mut encoder: Option<Encoder> = None;
+    let mut passthrough = PassthroughPictures::default();
     // Nobody watching: pictures are taken (so capture never backs up) but not encoded, which
     // saves a path's whole encoding cost on a box with cameras nobody looks at. A join needs a
     // keyframe anyway, so the first picture after idling is one and the join costs nothing.
@@ -84,6 +92,30 @@ fn run(args: &EncodeArgs, stop: &AtomicBool) -> Result<(), String> {
             Taken::Item(captured) => captured,
             Taken::TimedOut => continue,
             Taken::Closed => break,
+        };
+        // JPEG readers take raw pictures, whether or not anyone reads H.264: a camera's own
+        // H.264 is decoded for them, only while they are there.
+        let captured = match captured {
+            Captured::Raw(frame) => {
+                let frame = Arc::new(frame);
+                args.fanout.offer_picture(&frame);
+                Input::Raw(frame)
+            }
+            Captured::Jpeg(frame, jpeg) => {
+                let frame = Arc::new(frame);
+                if args.fanout.pictures_wanted() {
+                    args.fanout.offer_camera_jpeg(&frame, jpeg);
+                }
+                args.fanout.offer_picture(&frame);
+                Input::Raw(frame)
+            }
+            Captured::H264(unit) => {
+                let wanted = args.fanout.pictures_wanted();
+                if let Some(picture) = passthrough.push(&unit, wanted) {
+                    args.fanout.offer_picture(&Arc::new(picture));
+                }
+                Input::H264(unit)
+            }
         };
         if args.fanout.viewers() == 0 {
             idle = true;
@@ -96,8 +128,8 @@ fn run(args: &EncodeArgs, stop: &AtomicBool) -> Result<(), String> {
             }
         }
         match captured {
-            Captured::H264(unit) => args.fanout.publish(&unit)?,
-            Captured::Raw(frame) => {
+            Input::H264(unit) => args.fanout.publish(&unit)?,
+            Input::Raw(frame) => {
                 let fits = encoder.as_ref().is_some_and(|e| {
                     (e.settings().width, e.settings().height) == (frame.width, frame.height)
                 });

@@ -8,11 +8,14 @@ mod directory;
 mod encode;
 mod hotplug;
 mod offline;
+mod passthrough;
+mod subscription;
 mod worker;
 
-pub(crate) use broadcaster::{BroadcasterMsg, VideoFrame};
+pub(crate) use broadcaster::{Counted, Joinable, ParameterSets, VideoFrame};
 pub(crate) use directory::{Directory, Entry};
 pub use offline::is_offline_picture;
+pub(crate) use subscription::{Event, Subscription};
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -107,6 +110,7 @@ pub(crate) fn initial_status(config: &PathConfig) -> PathStatus {
         fps: encoding.fps,
         bitrate_kbps: encoding.bitrate_bps / 1000,
         viewers: 0,
+        readers: crate::status::Readers::default(),
         restarts: 0,
         last_error: None,
         config_error: None,

@@ -109,7 +109,7 @@ mod tests {
     fn raw(c: Captured) -> RawFrame {
         match c {
             Captured::Raw(f) => f,
-            Captured::H264(_) => panic!("a file yields raw pictures"),
+            Captured::Jpeg(..) | Captured::H264(_) => panic!("a file yields raw pictures"),
         }
     }
 

@@ -10,11 +10,14 @@ pub(crate) mod v4l2;
 use crate::config::{DeviceSelector, PathConfig, SourceConfig};
 use crate::frame::{AccessUnit, RawFrame};
 
-/// What a source yields: raw pictures to encode, or pictures a camera already encoded in
-/// H.264, which are passed through.
+/// What a source yields: raw pictures to encode (from an MJPEG camera, with its JPEG), or
+/// pictures a camera already encoded in H.264, which are passed through.
 #[derive(Debug)]
 pub(crate) enum Captured {
     Raw(RawFrame),
+    /// A camera's MJPEG picture: decoded for the encoder, and its own JPEG, which snapshots
+    /// and MJPEG readers get as it is (no second compression).
+    Jpeg(RawFrame, bytes::Bytes),
     H264(AccessUnit),
 }
 

@@ -297,7 +297,7 @@ mod tests {
     fn raw(c: Captured) -> RawFrame {
         match c {
             Captured::Raw(f) => f,
-            Captured::H264(_) => panic!("test pattern yields raw pictures"),
+            Captured::Jpeg(..) | Captured::H264(_) => panic!("test pattern yields raw pictures"),
         }
     }
 

@@ -13,7 +13,6 @@ mod viewer;
 
 pub(crate) use sessions::{Pending, Sessions};
 pub use viewer::CONNECT_TIMEOUT;
-pub(crate) use viewer::init_rtp_clock;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -80,6 +79,8 @@ pub(crate) struct Whep {
     pub pending_limits: PendingLimits,
     /// The access rules; the index asks them about each path.
     pub access: Arc<Access>,
+    /// `jpegQuality`, for the JPEG endpoints that share this state.
+    pub jpeg_quality: u8,
 }
 
 fn plain(status: StatusCode, reason: impl Into<String>) -> Response {

@@ -5,8 +5,8 @@
 //! one on their own and keep their peer connection.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -18,31 +18,20 @@ use rtc::rtp;
 use rtc::rtp_transceiver::RTCRtpSenderId;
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
-use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use super::feedback::asks_for_keyframe;
 use super::peer::Answered;
 use super::udp_mux::{Inbound, UdpMux};
-use crate::keyframe::RequestLimit;
-use crate::path::{BroadcasterMsg, Directory, Entry, VideoFrame};
+use crate::path::{Directory, Event, Subscription, VideoFrame};
+use crate::status::ReaderKind;
 
 /// A viewer whose ICE and DTLS have not completed by then is given up.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// A viewer that has sent nothing at all by then (a browser's first ICE check comes within
 /// milliseconds of the answer) is given up sooner: an offer nobody follows up costs little.
 const ICE_START_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// A viewer's keyframe requests (PLI, FIR, falling behind) go through at most this often.
-const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_secs(1);
-
-/// The RTP clock (90 kHz) of every viewer counts from this instant, so timestamps keep going
-/// forward across path restarts and the browser's jitter buffer never sees time jump back.
-static RTP_EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
-
-pub(crate) fn init_rtp_clock() {
-    LazyLock::force(&RTP_EPOCH);
-}
 
 pub(crate) enum ViewerMsg {
     /// Close the session (DELETE, path removed, shutdown).
@@ -104,15 +93,11 @@ impl Actor for Viewer {
             abs_capture_time_id: args.answered.abs_capture_time_id,
             sequence: rand::random(),
             rtp_offset: rand::random(),
-            waiting_for_keyframe: true,
-            broadcaster: None,
-            path_entry: args.directory.watch(&args.path),
-            keyframe_requests: RequestLimit::new(KEYFRAME_REQUEST_INTERVAL),
+            subscription: Subscription::new(&args.directory, &args.path, ReaderKind::Webrtc),
             connected: args.connected,
         };
         let task = tokio::spawn(async move {
             let reason = link.run(inbox, stop_rx).await;
-            link.leave();
             let _ = myself.send_message(ViewerMsg::Ended(reason));
         });
         info!(viewer = %args.id, path = %args.path, "viewer created");
@@ -179,13 +164,8 @@ struct Link {
     abs_capture_time_id: Option<u8>,
     sequence: u16,
     rtp_offset: u32,
-    /// Nothing is sent until a keyframe, so the first picture a viewer gets always decodes.
-    waiting_for_keyframe: bool,
-    /// The broadcaster joined, while joined.
-    broadcaster: Option<ActorRef<BroadcasterMsg>>,
-    /// The path's entry in the directory: a joinable broadcaster, away, or removed.
-    path_entry: watch::Receiver<Entry>,
-    keyframe_requests: RequestLimit,
+    /// The path's frames (from a keyframe on), once connected.
+    subscription: Subscription,
     /// Shared with the session registry: set once ICE and DTLS are done.
     connected: Arc<AtomicBool>,
 }
@@ -201,22 +181,7 @@ impl Link {
         let ice_start_deadline = tokio::time::Instant::now() + ICE_START_TIMEOUT;
         let mut connected = false;
         let mut heard_from = false;
-        let mut frames: Option<broadcast::Receiver<Arc<VideoFrame>>> = None;
-        // Whether the path's entry may name a broadcaster to join: on connecting, when the
-        // entry changes, and when the joined one goes away.
-        let mut look = false;
         loop {
-            if connected && frames.is_none() && std::mem::take(&mut look) {
-                // Marked seen: a change from here on wakes the wait below.
-                let entry = self.path_entry.borrow_and_update().clone();
-                match entry {
-                    Entry::Running(broadcaster) => frames = self.join(broadcaster).await,
-                    Entry::Removed => {
-                        return "the path was removed from the configuration".into();
-                    }
-                    Entry::Away => {}
-                }
-            }
             while let Some(event) = self.pc.poll_event() {
                 if let RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) = event {
                     debug!(path = %self.path, %state, "viewer connection state");
@@ -224,7 +189,6 @@ impl Link {
                         RTCPeerConnectionState::Connected => {
                             connected = true;
                             self.connected.store(true, Ordering::Relaxed);
-                            look = true;
                         }
                         RTCPeerConnectionState::Failed => return "connection failed".into(),
                         RTCPeerConnectionState::Closed => return "peer closed".into(),
@@ -236,7 +200,7 @@ impl Link {
                 if let RTCMessage::RtcpPacket(_, packets) = message.message
                     && asks_for_keyframe(&packets)
                 {
-                    self.want_keyframe();
+                    self.subscription.want_keyframe();
                 }
             }
             // Last, after events and reads: handling them queues datagrams too.
@@ -281,77 +245,21 @@ impl Link {
                 _ = tokio::time::sleep_until(ice_start_deadline), if !heard_from => {
                     return format!("no ICE from the viewer within {} s", ICE_START_TIMEOUT.as_secs());
                 }
-                changed = self.path_entry.changed(), if connected && frames.is_none() => {
-                    // The root tells the path's watchers it was removed before forgetting it.
-                    if changed.is_err() {
+                event = self.subscription.next(), if connected => match event {
+                    Event::Frame(frame) => self.send_frame(&frame),
+                    Event::Removed => {
                         return "the path was removed from the configuration".into();
-                    }
-                    look = true;
-                }
-                received = recv_frame(&mut frames) => match received {
-                    Ok(frame) => self.send_frame(&frame),
-                    Err(broadcast::error::RecvError::Lagged(skipped)) => {
-                        debug!(path = %self.path, skipped, "viewer lagged; waiting for a keyframe");
-                        self.waiting_for_keyframe = true;
-                        self.want_keyframe();
-                    }
-                    Err(broadcast::error::RecvError::Closed) => {
-                        info!(path = %self.path, "path went away; viewer waits for it");
-                        frames = None;
-                        self.broadcaster = None;
-                        self.waiting_for_keyframe = true;
-                        look = true;
                     }
                 },
             }
         }
     }
 
-    /// Joins the path's broadcaster; None if it has stopped meanwhile (the directory says when
-    /// the next one is there).
-    async fn join(
-        &mut self,
-        broadcaster: ActorRef<BroadcasterMsg>,
-    ) -> Option<broadcast::Receiver<Arc<VideoFrame>>> {
-        let reply = broadcaster
-            .call(BroadcasterMsg::Join, Some(Duration::from_secs(1)))
-            .await
-            .ok()?
-            .success_or(())
-            .ok()?;
-        self.broadcaster = Some(broadcaster);
-        self.waiting_for_keyframe = true;
-        info!(path = %self.path, "viewer joined the path");
-        Some(reply)
-    }
-
-    /// Tells the broadcaster joined that this viewer's receiver is gone (its viewer count).
-    fn leave(&mut self) {
-        if let Some(broadcaster) = self.broadcaster.take() {
-            let _ = broadcaster.send_message(BroadcasterMsg::Left);
-        }
-    }
-
-    fn want_keyframe(&mut self) {
-        if let Some(broadcaster) = &self.broadcaster
-            && self.keyframe_requests.allow(Instant::now())
-        {
-            let _ = broadcaster.send_message(BroadcasterMsg::KeyframeWanted);
-        }
-    }
-
     fn send_frame(&mut self, frame: &VideoFrame) {
-        if self.waiting_for_keyframe {
-            if !frame.keyframe {
-                return;
-            }
-            self.waiting_for_keyframe = false;
-        }
         let now = Instant::now();
-        let since_epoch = frame.capture.mono.saturating_duration_since(*RTP_EPOCH);
         let timestamp = self
             .rtp_offset
-            .wrapping_add((since_epoch.as_micros() * 9 / 100) as u32);
+            .wrapping_add(crate::rtp::clock_90k(frame.capture.mono));
         let Some(mut sender) = self.pc.rtp_sender(self.sender) else {
             return;
         };
@@ -389,15 +297,5 @@ impl Link {
         while let Some(out) = self.pc.poll_write() {
             self.mux.send_to(&out.message, out.transport.peer_addr);
         }
-    }
-}
-
-/// Waits for the next frame, or forever while not subscribed.
-async fn recv_frame(
-    frames: &mut Option<broadcast::Receiver<Arc<VideoFrame>>>,
-) -> Result<Arc<VideoFrame>, broadcast::error::RecvError> {
-    match frames {
-        Some(frames) => frames.recv().await,
-        None => std::future::pending().await,
     }
 }

@@ -40,6 +40,9 @@ impl TestDaemon {
         let mut server = ServerConfig {
             http_address: "127.0.0.1:0".parse().unwrap(),
             udp_address: "127.0.0.1:0".parse().unwrap(),
+            rtsp_address: "127.0.0.1:0".parse().unwrap(),
+            rtp_address: "127.0.0.1:0".parse().unwrap(),
+            rtcp_address: "127.0.0.1:0".parse().unwrap(),
             ..ServerConfig::default()
         };
         configure(&mut server);

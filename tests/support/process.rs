@@ -28,6 +28,14 @@ impl DaemonProcess {
             .arg(config_dir)
             .args(["--http-address", http_address])
             .args(["--udp-address", udp_address])
+            // Several daemons run at once: the RTSP ports too are the kernel's choice.
+            .args(["--rtsp-address", "127.0.0.1:0"])
+            .args([
+                "--rtp-address",
+                "127.0.0.1:0",
+                "--rtcp-address",
+                "127.0.0.1:0",
+            ])
             .env("RUST_LOG", "camportal=info")
             .env("NO_COLOR", "1")
             .stdout(Stdio::piped())

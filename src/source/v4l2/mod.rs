@@ -336,7 +336,13 @@ fn convert(
     match picture {
         Picture::Yuyv => raw(&mut |out| convert::yuyv_to_i420(data, stride, width, height, out)),
         Picture::Nv12 => raw(&mut |out| convert::nv12_to_i420(data, stride, width, height, out)),
-        Picture::Mjpeg(decoder) => raw(&mut |out| decoder.decode(data, width, height, out)),
+        Picture::Mjpeg(decoder) => {
+            let decoded = raw(&mut |out| decoder.decode(data, width, height, out))?;
+            Ok(decoded.map(|captured| match captured {
+                Captured::Raw(frame) => Captured::Jpeg(frame, bytes::Bytes::copy_from_slice(data)),
+                other => other,
+            }))
+        }
         Picture::H264(passthrough) => Ok(passthrough
             .access_unit(data, width, height, capture)
             .map(Captured::H264)),
