@@ -144,6 +144,7 @@ async fn serve_until_stopped(daemon: &Daemon, args: &RunArgs) -> std::io::Result
             _ = interrupt.recv() => return Ok("SIGINT"),
             _ = hangup.recv() => {
                 tracing::info!("SIGHUP: reloading the configuration");
+                daemon.notify_reloading();
                 match server_settings(args) {
                     Ok(server) => {
                         let restart = daemon.apply_server(server);
@@ -156,7 +157,8 @@ async fn serve_until_stopped(daemon: &Daemon, args: &RunArgs) -> std::io::Result
                     }
                     Err(err) => tracing::error!("{err}; keeping the settings in force"),
                 }
-                daemon.reload("SIGHUP");
+                daemon.reload_and_wait("SIGHUP").await;
+                daemon.notify_ready();
             }
         }
     }
@@ -172,11 +174,16 @@ async fn run(args: RunArgs) -> ExitCode {
     };
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new(daemon::default_log_filter(&server.log_level)));
-    // Colours only on a terminal: under systemd or a pipe they would be noise in the log.
-    tracing_subscriber::fmt()
+    // Colours only on a terminal: under systemd or a pipe they would be noise in the log. Into
+    // the journal (JOURNAL_STREAM set), no timestamps of our own: journald adds its own.
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stdout().is_terminal())
-        .init();
+        .with_ansi(std::io::stdout().is_terminal());
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        builder.without_time().init();
+    } else {
+        builder.init();
+    }
 
     match camportal::raise_fd_limit() {
         Ok(limit) => tracing::debug!(limit, "open file limit"),
@@ -194,10 +201,12 @@ async fn run(args: RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    daemon.notify_ready();
     match serve_until_stopped(&daemon, &args).await {
         Ok(signal) => tracing::info!(signal, "shutting down"),
         Err(err) => tracing::error!(%err, "cannot wait for signals; shutting down"),
     }
+    daemon.notify_stopping();
     daemon.shutdown().await;
     ExitCode::SUCCESS
 }

@@ -61,6 +61,12 @@ pub(crate) enum PathMsg {
     CaptureOpened(SourceInfo),
     /// The camera's device node (or link) appeared: restart the capture now if it is down.
     DeviceAppeared,
+    /// The path's readers of every kind now number this many (an on-demand path starts or
+    /// stops its source by it).
+    Readers(usize),
+    /// An on-demand path's `sourceOnDemandCloseAfter` has passed since its readers reached zero
+    /// (this many times): stop the source unless someone came since.
+    CloseIfUnread(u64),
 }
 
 pub(crate) struct PathArgs {
@@ -73,6 +79,7 @@ pub(crate) struct PathArgs {
 struct Running {
     child: Child,
     since: Instant,
+    cell: ActorCell,
 }
 
 pub(crate) struct PathActorState {
@@ -91,6 +98,12 @@ pub(crate) struct PathActorState {
     offline: Option<OfflineFeed>,
     /// Restarts the capture when a camera appears (v4l2 sources only).
     hotplug: Option<HotplugWatch>,
+    /// Readers of every kind, as the broadcaster last told.
+    readers: usize,
+    /// How many times the readers reached zero: a pending close is for the latest only.
+    unread_count: u64,
+    /// An on-demand path whose source is stopped until a reader comes.
+    idle: bool,
 }
 
 pub(crate) struct PathActor;
@@ -162,11 +175,15 @@ impl PathActorState {
                 spawn_worker(format!("encode {name}"), work, Duration::ZERO, supervisor).await?
             }
             Child::Broadcaster => {
+                let path = myself.clone();
                 let args = BroadcasterArgs {
                     path: name.clone(),
                     fanout: Arc::clone(&self.fanout),
                     board: self.board.clone(),
                     directory: self.directory.clone(),
+                    readers_changed: Box::new(move |readers| {
+                        let _ = path.send_message(PathMsg::Readers(readers));
+                    }),
                 };
                 Actor::spawn_linked(None, Broadcaster, args, supervisor)
                     .await?
@@ -179,6 +196,7 @@ impl PathActorState {
             Running {
                 child,
                 since: Instant::now(),
+                cell,
             },
         );
         Ok(())
@@ -203,10 +221,45 @@ impl PathActorState {
             status.last_error = Some(format!("{:?}: {reason}", running.child));
         });
         let child = running.child;
+        self.fanout.counters().restarted(match child {
+            Child::Capture => "capture",
+            Child::Encoder => "encoder",
+            Child::Broadcaster => "broadcaster",
+        });
         if child == Child::Capture {
+            if !self.wants_source() {
+                self.go_idle();
+                return;
+            }
             self.show_offline();
         }
         myself.send_after(delay, move || PathMsg::Restart(child));
+    }
+
+    /// Whether the source should run: always, or for an on-demand path while someone reads.
+    fn wants_source(&self) -> bool {
+        !self.config.on_demand.enabled || self.readers > 0
+    }
+
+    /// An on-demand path with its source stopped: nothing captured, nothing encoded.
+    fn go_idle(&mut self) {
+        self.idle = true;
+        self.switch.go_offline();
+        self.offline = None;
+        self.board.update_path(&self.name(), |status| {
+            status.state = PathState::Idle;
+        });
+    }
+
+    /// Stops the capture child on purpose (not a failure: no restart follows).
+    fn stop_capture(&mut self) {
+        self.children.retain(|_, running| {
+            let capture = running.child == Child::Capture;
+            if capture {
+                running.cell.stop(Some("no readers".into()));
+            }
+            !capture
+        });
     }
 
     fn is_running(&self, child: Child) -> bool {
@@ -296,14 +349,27 @@ impl Actor for PathActor {
             switch: Arc::new(Switch::default()),
             offline: None,
             hotplug: None,
+            readers: 0,
+            unread_count: 0,
+            idle: false,
         };
+        state
+            .board
+            .set_counters(&name, Arc::clone(state.fanout.counters()));
         state.hotplug = watch_for_camera(&state.config, &myself);
         // Broadcaster first, so viewers can join before the first frame.
-        // "running" once the capture has opened its source (`CaptureOpened`).
-        for child in [Child::Broadcaster, Child::Encoder, Child::Capture] {
+        // "running" once the capture has opened its source (`CaptureOpened`); an on-demand
+        // path starts it when the first reader comes (`Readers`).
+        for child in [Child::Broadcaster, Child::Encoder] {
             state.start_child(&myself, child).await?;
         }
-        info!(path = %name, source = %crate::source::describe(&state.config), "path started");
+        if state.config.on_demand.enabled {
+            state.go_idle();
+        } else {
+            state.start_child(&myself, Child::Capture).await?;
+        }
+        info!(path = %name, source = %crate::source::describe(&state.config),
+              on_demand = state.config.on_demand.enabled, "path started");
         Ok(state)
     }
 
@@ -316,8 +382,13 @@ impl Actor for PathActor {
         match message {
             PathMsg::Restart(child) => {
                 let path = state.name();
-                // A camera that appeared may have restarted it before its backoff ran out.
+                // A camera that appeared may have restarted it before its backoff ran out; an
+                // on-demand path may have lost its readers meanwhile.
                 if state.is_running(child) {
+                    return Ok(());
+                }
+                if child == Child::Capture && !state.wants_source() {
+                    state.go_idle();
                     return Ok(());
                 }
                 if let Err(err) = state.start_child(&myself, child).await {
@@ -356,9 +427,41 @@ impl Actor for PathActor {
                 });
             }
             PathMsg::DeviceAppeared => {
-                if !state.is_running(Child::Capture) {
+                if !state.is_running(Child::Capture) && state.wants_source() {
                     info!(path = %state.name(), "camera appeared; restarting the capture now");
                     myself.send_after(HOTPLUG_SETTLE, || PathMsg::Restart(Child::Capture));
+                }
+            }
+            PathMsg::Readers(readers) => {
+                state.readers = readers;
+                let on_demand = state.config.on_demand;
+                if !on_demand.enabled {
+                    return Ok(());
+                }
+                if readers == 0 {
+                    state.unread_count += 1;
+                    let count = state.unread_count;
+                    myself.send_after(on_demand.close_after, move || PathMsg::CloseIfUnread(count));
+                } else if state.idle {
+                    // Answered at once: the viewer sees the offline picture until the source's
+                    // first picture, which comes with a keyframe.
+                    info!(path = %state.name(), readers, "a reader came: starting the source");
+                    state.idle = false;
+                    state.show_offline();
+                    state.board.update_path(&state.name(), |status| {
+                        status.state = PathState::Starting;
+                    });
+                    if let Err(err) = state.start_child(&myself, Child::Capture).await {
+                        warn!(path = %state.name(), %err, "cannot start the source");
+                        myself.send_message(PathMsg::Restart(Child::Capture))?;
+                    }
+                }
+            }
+            PathMsg::CloseIfUnread(count) => {
+                if count == state.unread_count && state.readers == 0 {
+                    info!(path = %state.name(), "no readers: stopping the source");
+                    state.stop_capture();
+                    state.go_idle();
                 }
             }
         }

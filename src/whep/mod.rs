@@ -29,6 +29,7 @@ use tracing::{info, warn};
 
 use crate::auth::Access;
 use crate::config::IceServer;
+use crate::metrics::Traffic;
 use crate::path::Directory;
 use crate::status::StatusBoard;
 use peer::{AnswerError, IceAddresses};
@@ -167,6 +168,7 @@ pub(crate) async fn post_offer(
         })
     };
     let connected = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(Traffic::default());
     let args = ViewerArgs {
         id: id.clone(),
         path: path.clone(),
@@ -176,6 +178,7 @@ pub(crate) async fn post_offer(
         mux: Arc::clone(&whep.mux),
         directory: whep.directory.clone(),
         on_stop: forget,
+        sent: Arc::clone(&sent),
     };
     let viewer = match Actor::spawn_linked(None, Viewer, args, whep.root.clone()).await {
         Ok((viewer, _)) => viewer,
@@ -194,6 +197,7 @@ pub(crate) async fn post_offer(
             viewer,
             client,
             connected,
+            sent,
         },
     );
 
