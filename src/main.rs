@@ -131,17 +131,37 @@ fn check(dir: &Path) -> ExitCode {
     }
 }
 
+/// The signals the daemon handles, taken over before it announces itself: a SIGHUP right after
+/// `READY=1` (or the address line) must reload, not end the process (the default action).
+struct Signals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+    hangup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            terminate: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+            hangup: signal(SignalKind::hangup())?,
+        })
+    }
+}
+
 /// Serves until SIGTERM or SIGINT (which it names); SIGHUP meanwhile reads `camportal.yml`
 /// again (its access rules take effect) and `config.d/`.
-async fn serve_until_stopped(daemon: &Daemon, args: &RunArgs) -> std::io::Result<&'static str> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    let mut hangup = signal(SignalKind::hangup())?;
+async fn serve_until_stopped(daemon: &Daemon, args: &RunArgs, signals: Signals) -> &'static str {
+    let Signals {
+        mut terminate,
+        mut interrupt,
+        mut hangup,
+    } = signals;
     loop {
         tokio::select! {
-            _ = terminate.recv() => return Ok("SIGTERM"),
-            _ = interrupt.recv() => return Ok("SIGINT"),
+            _ = terminate.recv() => return "SIGTERM",
+            _ = interrupt.recv() => return "SIGINT",
             _ = hangup.recv() => {
                 tracing::info!("SIGHUP: reloading the configuration");
                 daemon.notify_reloading();
@@ -189,6 +209,13 @@ async fn run(args: RunArgs) -> ExitCode {
         Ok(limit) => tracing::debug!(limit, "open file limit"),
         Err(err) => tracing::warn!(%err, "cannot raise the open file limit"),
     }
+    let signals = match Signals::install() {
+        Ok(signals) => signals,
+        Err(err) => {
+            tracing::error!(%err, "cannot handle signals");
+            return ExitCode::FAILURE;
+        }
+    };
     let daemon = match daemon::start(Settings {
         config_dir: args.config_dir.clone(),
         server,
@@ -202,10 +229,8 @@ async fn run(args: RunArgs) -> ExitCode {
         }
     };
     daemon.notify_ready();
-    match serve_until_stopped(&daemon, &args).await {
-        Ok(signal) => tracing::info!(signal, "shutting down"),
-        Err(err) => tracing::error!(%err, "cannot wait for signals; shutting down"),
-    }
+    let signal = serve_until_stopped(&daemon, &args, signals).await;
+    tracing::info!(signal, "shutting down");
     daemon.notify_stopping();
     daemon.shutdown().await;
     ExitCode::SUCCESS

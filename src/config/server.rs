@@ -487,6 +487,17 @@ mod tests {
     }
 
     #[test]
+    fn the_packaged_file_is_the_default_but_for_the_certificate_place() {
+        let packaged = parse(include_str!("../../debian/camportal.yml")).unwrap();
+        let expected = ServerConfig {
+            server_key: PathBuf::from("/var/lib/camportal/server.key"),
+            server_cert: PathBuf::from("/var/lib/camportal/server.crt"),
+            ..ServerConfig::default()
+        };
+        assert_eq!(packaged, expected);
+    }
+
+    #[test]
     fn shipped_example_is_valid_and_shows_the_defaults() {
         let text = include_str!("../../camportal.example.yml");
         assert_eq!(parse(text).unwrap(), ServerConfig::default());
