@@ -12,6 +12,7 @@ use camportal::is_offline_picture;
 use camportal::status::PathState;
 use camportal_viewer::{Viewer, ViewerFrame};
 use support::TestDaemon;
+use support::chromium::Chromium;
 use support::process::{DaemonProcess, http_get};
 
 const FRAME_TIMEOUT: Duration = Duration::from_secs(10);
@@ -335,4 +336,78 @@ async fn an_on_demand_program_runs_only_while_someone_watches() {
                 .any(|p| p.name == "cam" && p.state == PathState::Idle)
         })
         .await;
+}
+
+/// JPEG is full range, H.264 without a range signalled is taken as limited range: an MJPEG
+/// source's black and white must reach the viewer as 16 and 235, not 0 and 255 (which a decoder
+/// would show with shadows and highlights clipped).
+#[tokio::test]
+async fn mjpeg_colours_reach_the_viewer_in_limited_range() {
+    require_ffmpeg();
+    // Left half black, right half white, as 4:2:2 JPEGs as webcams send them.
+    let command = "ffmpeg -hide_banner -loglevel error -nostdin -re -f lavfi \
+                   -i color=c=white:s=320x240:r=25,drawbox=x=0:y=0:w=160:h=240:color=black:t=fill \
+                   -c:v mjpeg -pix_fmt yuvj422p -q:v 2 -f mjpeg -";
+    let daemon = TestDaemon::start(&[("cam", &exec_path(command, ""))]).await;
+    let mut viewer = Viewer::connect(&daemon.whep_url("cam"))
+        .await
+        .expect("WHEP session");
+    let mut frame = None;
+    for _ in 0..30 {
+        let f = viewer.next_frame(FRAME_TIMEOUT).await.expect("frames");
+        if is_live(&f) {
+            frame = Some(f);
+        }
+    }
+    let frame = frame.expect("live pictures");
+    let p = &frame.picture;
+    let luma = |x: u32, y: u32| p.y[(y * p.width + x) as usize];
+    let (black, white) = (luma(80, 120), luma(240, 120));
+    println!("MJPEG black/white at the viewer: luma {black} / {white} (limited range: 16 / 235)");
+    assert!(black.abs_diff(16) <= 2, "black arrived as {black}");
+    assert!(white.abs_diff(235) <= 2, "white arrived as {white}");
+    viewer.close().await.expect("close");
+}
+
+/// A program's own H.264 in Main profile (as many cameras send it) is passed through: the WHEP
+/// answer must name the profile actually sent, and Chromium plays it.
+#[tokio::test]
+async fn main_profile_passthrough_is_answered_as_main_and_plays_in_chromium() {
+    require_ffmpeg();
+    let main = "-c:v libx264 -preset superfast -tune zerolatency -profile:v main -g 25 -bf 0 \
+                -pix_fmt yuv420p -f h264";
+    let daemon = TestDaemon::start(&[("cam", &exec_path(&ffmpeg("main", main), ""))]).await;
+    // The first keyframe has come through (x264 starts with one): its SPS is known. (x264
+    // writes the profile its tools need: superfast uses CABAC, which is Main.)
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let browser = Chromium::launch().await.expect("Chromium starts");
+    // Keeps the answer the player receives, to read its profile.
+    let keep_answer = "const set = RTCPeerConnection.prototype.setRemoteDescription; \
+        RTCPeerConnection.prototype.setRemoteDescription = function (d) { \
+          window.__answer = d && d.sdp; return set.apply(this, arguments); };";
+    let page = browser
+        .open_with_script(&daemon.url("/cam/"), Some(keep_answer))
+        .await
+        .expect("player opens");
+    let decoded = "document.querySelector('video').getVideoPlaybackQuality().totalVideoFrames";
+    page.wait_for(
+        &format!("(() => {{ const n = {decoded}; return n >= 30 && n; }})()"),
+        Duration::from_secs(20),
+    )
+    .await
+    .expect("Chromium decodes the Main-profile stream");
+    let answer = page.eval("window.__answer").await.expect("the answer");
+    let answer = answer.as_str().unwrap_or_default();
+    let profile = answer
+        .lines()
+        .find_map(|l| l.split("profile-level-id=").nth(1))
+        .map(|p| p.trim().chars().take(6).collect::<String>())
+        .unwrap_or_default();
+    println!("Main-profile passthrough answered with profile-level-id={profile}");
+    assert!(
+        profile.starts_with("4d"),
+        "the answer says {profile}:\n{answer}"
+    );
+    drop(page);
+    drop(browser);
 }

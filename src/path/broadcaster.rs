@@ -109,7 +109,9 @@ impl Fanout {
         Ok(())
     }
 
-    fn remember_parameter_sets(&self, annexb: &[u8]) {
+    /// Keeps the SPS and PPS of a keyframe: for RTSP's DESCRIBE and WHEP's answer (the
+    /// profile sent), also of a camera's own H.264 nobody watches yet.
+    pub(super) fn remember_parameter_sets(&self, annexb: &[u8]) {
         let find = |kind| {
             h264::nal_units(annexb)
                 .find(|nal| h264::nal_type(nal) == kind)

@@ -111,6 +111,10 @@ fn run(args: &EncodeArgs, stop: &AtomicBool) -> Result<(), String> {
                 Input::Raw(frame)
             }
             Captured::H264(unit) => {
+                if unit.keyframe {
+                    // Known before anyone watches: the first viewer's answer names the profile.
+                    args.fanout.remember_parameter_sets(&unit.data);
+                }
                 let wanted = args.fanout.pictures_wanted();
                 if let Some(picture) = passthrough.push(&unit, wanted) {
                     args.fanout.offer_picture(&Arc::new(picture));
