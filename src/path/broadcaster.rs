@@ -64,6 +64,18 @@ pub(crate) struct Fanout {
     readers: Arc<ReaderCounts>,
     /// What `/metrics` shows of the path; readers add what they send.
     counters: Arc<PathCounters>,
+    /// The broadcaster running now, which publishes reader counts (it may have been restarted
+    /// since a reader joined).
+    current: Current,
+}
+
+type Current = Arc<Mutex<Option<ActorRef<BroadcasterMsg>>>>;
+
+/// Tells the current broadcaster that the reader counts changed.
+fn recount(current: &Current) {
+    if let Some(actor) = &*current.lock().unwrap_or_else(PoisonError::into_inner) {
+        let _ = actor.cast(BroadcasterMsg::Recount);
+    }
 }
 
 type ReaderCounts = [AtomicUsize; ReaderKind::COUNT];
@@ -79,6 +91,7 @@ impl Default for Fanout {
             parameter_sets: Mutex::new(None),
             readers: Arc::default(),
             counters: Arc::default(),
+            current: Arc::default(),
         }
     }
 }
@@ -152,6 +165,11 @@ impl Fanout {
         self.jpeg.prime(picture, jpeg);
     }
 
+    /// Drops the newest raw picture (an on-demand path going idle).
+    pub(super) fn forget_picture(&self) {
+        self.pictures.send_replace(None);
+    }
+
     /// Whether anyone reads raw pictures now.
     pub(super) fn pictures_wanted(&self) -> bool {
         self.pictures.receiver_count() > 0
@@ -200,7 +218,7 @@ pub(crate) struct Joinable {
 /// One reader counted on a path, until dropped (also when its task is cancelled or panics).
 pub(crate) struct Counted {
     readers: Arc<ReaderCounts>,
-    actor: ActorRef<BroadcasterMsg>,
+    current: Current,
     kind: ReaderKind,
     counters: Arc<PathCounters>,
 }
@@ -215,7 +233,7 @@ impl Counted {
 impl Drop for Counted {
     fn drop(&mut self) {
         self.readers[self.kind as usize].fetch_sub(1, Ordering::Relaxed);
-        let _ = self.actor.cast(BroadcasterMsg::Recount);
+        recount(&self.current);
     }
 }
 
@@ -226,7 +244,7 @@ impl Joinable {
         let _ = self.actor.cast(BroadcasterMsg::Recount);
         Counted {
             readers: Arc::clone(&self.fanout.readers),
-            actor: self.actor.clone(),
+            current: Arc::clone(&self.fanout.current),
             kind,
             counters: Arc::clone(&self.fanout.counters),
         }
@@ -325,6 +343,14 @@ impl Actor for Broadcaster {
         myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        *state
+            .args
+            .fanout
+            .current
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(myself.clone());
+        // Readers may have come or gone while no broadcaster ran (a restart).
+        state.publish_reader_counts();
         let joinable = Joinable {
             actor: myself,
             fanout: Arc::clone(&state.args.fanout),

@@ -104,6 +104,9 @@ pub(crate) struct PathActorState {
     unread_count: u64,
     /// An on-demand path whose source is stopped until a reader comes.
     idle: bool,
+    /// A capture stopped for want of readers that has not ended yet (it may still hold the
+    /// camera or its program): a reader who comes meanwhile starts the next one when it has.
+    stopping: Option<ActorId>,
 }
 
 pub(crate) struct PathActor;
@@ -246,6 +249,8 @@ impl PathActorState {
         self.idle = true;
         self.switch.go_offline();
         self.offline = None;
+        // A snapshot must not be answered with a picture from before the path went idle.
+        self.fanout.forget_picture();
         self.board.update_path(&self.name(), |status| {
             status.state = PathState::Idle;
         });
@@ -253,13 +258,28 @@ impl PathActorState {
 
     /// Stops the capture child on purpose (not a failure: no restart follows).
     fn stop_capture(&mut self) {
-        self.children.retain(|_, running| {
+        let mut stopped = None;
+        self.children.retain(|id, running| {
             let capture = running.child == Child::Capture;
             if capture {
                 running.cell.stop(Some("no readers".into()));
+                stopped = Some(*id);
             }
             !capture
         });
+        self.stopping = stopped.or(self.stopping);
+    }
+
+    /// Starts the capture for a reader, unless the last one is still stopping (then it starts
+    /// when that one has ended).
+    async fn start_capture_for_readers(&mut self, myself: &ActorRef<PathMsg>) {
+        if self.stopping.is_some() || self.is_running(Child::Capture) {
+            return;
+        }
+        if let Err(err) = self.start_child(myself, Child::Capture).await {
+            warn!(path = %self.name(), %err, "cannot start the source");
+            let _ = myself.send_message(PathMsg::Restart(Child::Capture));
+        }
     }
 
     fn is_running(&self, child: Child) -> bool {
@@ -352,6 +372,7 @@ impl Actor for PathActor {
             readers: 0,
             unread_count: 0,
             idle: false,
+            stopping: None,
         };
         state
             .board
@@ -399,11 +420,17 @@ impl Actor for PathActor {
                     });
                     return Err(err);
                 }
-                // A restarted capture is running once its source is open.
-                if child != Child::Capture && state.children.len() == 3 {
-                    state.board.update_path(&path, |status| {
-                        status.state = PathState::Running;
-                    });
+                // A restarted capture is running once its source is open; an on-demand path
+                // nobody reads is idle again.
+                if child != Child::Capture {
+                    let now = if state.idle {
+                        Some(PathState::Idle)
+                    } else {
+                        (state.children.len() == 3).then_some(PathState::Running)
+                    };
+                    if let Some(now) = now {
+                        state.board.update_path(&path, |status| status.state = now);
+                    }
                 }
                 info!(%path, ?child, "path child restarted");
             }
@@ -451,10 +478,7 @@ impl Actor for PathActor {
                     state.board.update_path(&state.name(), |status| {
                         status.state = PathState::Starting;
                     });
-                    if let Err(err) = state.start_child(&myself, Child::Capture).await {
-                        warn!(path = %state.name(), %err, "cannot start the source");
-                        myself.send_message(PathMsg::Restart(Child::Capture))?;
-                    }
+                    state.start_capture_for_readers(&myself).await;
                 }
             }
             PathMsg::CloseIfUnread(count) => {
@@ -474,6 +498,20 @@ impl Actor for PathActor {
         event: SupervisionEvent,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        let ended = match &event {
+            SupervisionEvent::ActorFailed(cell, _)
+            | SupervisionEvent::ActorTerminated(cell, ..) => Some(cell.get_id()),
+            _ => None,
+        };
+        if ended.is_some() && ended == state.stopping {
+            // The capture stopped for want of readers has ended: if readers came meanwhile,
+            // their source starts now.
+            state.stopping = None;
+            if !state.idle {
+                state.start_capture_for_readers(&myself).await;
+            }
+            return Ok(());
+        }
         match event {
             SupervisionEvent::ActorFailed(cell, err) => {
                 state.child_ended(&myself, cell.get_id(), err.to_string());

@@ -34,11 +34,15 @@ pub(crate) const STALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often a read waiting for output checks whether the path is stopping.
 const STOP_POLL: Duration = Duration::from_millis(100);
 const READ_SIZE: usize = 64 * 1024;
+/// JPEGs in a row that may fail to decode before the source fails.
+const MAX_BAD_PICTURES: u32 = 10;
 
 pub(crate) struct ExecSource {
     what: String,
-    process: Process,
+    /// Dropped before `process` (fields drop in order): with its reader gone, a program
+    /// blocked writing ends at once (SIGPIPE) instead of waiting out SIGTERM's grace.
     stdout: ChildStdout,
+    process: Process,
     /// The configured format, or the detected one once the first bytes are in.
     format: Option<StreamFormat>,
     /// The first bytes, until they tell the format.
@@ -51,12 +55,18 @@ pub(crate) struct ExecSource {
     stop: Arc<AtomicBool>,
     since_picture: Instant,
     read_buf: Vec<u8>,
+    /// JPEGs in a row that did not decode.
+    bad_pictures: u32,
 }
 
 /// The program's name, for logs and the status API (the whole command line may hold a
 /// password, e.g. in an RTSP URL, so it is never shown).
 pub(crate) fn program_name(command: &str) -> &str {
-    command.split_whitespace().next().unwrap_or("")
+    // `NAME=value` words before it set variables, which may hold a password.
+    command
+        .split_whitespace()
+        .find(|word| !word.contains('='))
+        .unwrap_or("")
 }
 
 impl ExecSource {
@@ -81,8 +91,8 @@ impl ExecSource {
         tracing::info!(%path, program = %what, pid = process.id(), "program started");
         let mut source = ExecSource {
             what,
-            process,
             stdout,
+            process,
             format: None,
             head: Vec::new(),
             splitter: None,
@@ -93,6 +103,7 @@ impl ExecSource {
             stop,
             since_picture: Instant::now(),
             read_buf: vec![0; READ_SIZE],
+            bad_pictures: 0,
         };
         if let Some(format) = config.format {
             source.set_format(format)?;
@@ -149,7 +160,7 @@ impl ExecSource {
             Some(splitter) => splitter.push(data),
             None => {
                 self.head.extend_from_slice(data);
-                if let Some(format) = detect(&self.head) {
+                if let Some(format) = detect(&self.head).map_err(|e| self.fail(e))? {
                     tracing::debug!(program = %self.what, %format, "output format detected");
                     self.set_format(format)?;
                 }
@@ -158,7 +169,8 @@ impl ExecSource {
         Ok(())
     }
 
-    /// One cut picture as what the path takes; None for H.264 bytes that hold no picture.
+    /// One cut picture as what the path takes; None for H.264 bytes that hold no picture and
+    /// for a damaged JPEG.
     fn captured(&mut self, picture: Vec<u8>) -> Result<Option<Captured>, SourceError> {
         let capture = CaptureTime::now();
         let (width, height) = (self.width, self.height);
@@ -180,10 +192,19 @@ impl ExecSource {
                     None => Err("no JPEG decoder".to_owned()),
                 };
                 if let Err(err) = decoded {
-                    return Err(self.fail(format!(
-                        "{err} (MJPEG must be of the path's encoding.width x encoding.height)"
-                    )));
+                    // One damaged picture is skipped; a stream of them is an error (a wrong
+                    // size, not JPEG at all).
+                    self.bad_pictures += 1;
+                    if self.bad_pictures >= MAX_BAD_PICTURES {
+                        return Err(self.fail(format!(
+                            "{err} (MJPEG must be of the path's encoding.width x \
+                             encoding.height)"
+                        )));
+                    }
+                    tracing::debug!(program = %self.what, %err, "damaged JPEG skipped");
+                    return Ok(None);
                 }
+                self.bad_pictures = 0;
                 Some(Captured::Jpeg(raw(i420), Bytes::from(picture)))
             }
             Some(StreamFormat::I420) | None => Some(Captured::Raw(raw(picture))),

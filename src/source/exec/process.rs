@@ -36,7 +36,12 @@ const SHELL_SYNTAX: &[char] = &[
 ];
 
 pub(super) fn invocation(command: &str) -> Result<Invocation, String> {
-    if command.contains(SHELL_SYNTAX) {
+    // `NAME=value program ...` sets a variable: a shell's job.
+    let assigns = command
+        .split_whitespace()
+        .next()
+        .is_some_and(|first| first.contains('='));
+    if assigns || command.contains(SHELL_SYNTAX) {
         return Ok(Invocation::Shell(command.to_owned()));
     }
     match shlex::split(command) {
@@ -74,8 +79,13 @@ impl Process {
             .stderr(Stdio::piped())
             // Its own group: stopping it reaches whatever it started too.
             .process_group(0);
+        // The service manager's channels are the daemon's, not the program's.
+        for name in SERVICE_VARIABLES {
+            command.env_remove(name);
+        }
         let parent = std::process::id();
-        // SAFETY: only async-signal-safe calls (prctl, getppid, _exit) between fork and exec.
+        // SAFETY: only async-signal-safe calls (prctl, getppid, syscall, fcntl, _exit) between
+        // fork and exec.
         unsafe {
             command.pre_exec(move || {
                 // Killed when the thread that started it (the capture thread) or the daemon
@@ -87,6 +97,7 @@ impl Process {
                 if libc::getppid() as u32 != parent {
                     libc::_exit(1);
                 }
+                close_on_exec_from(3);
                 Ok(())
             });
         }
@@ -144,27 +155,29 @@ impl Process {
         }
     }
 
-    /// SIGTERM to the group, SIGKILL after the grace period, and the child reaped.
+    /// SIGTERM to the group, SIGKILL after the grace period (to the group too: what the
+    /// program started, even once the program itself is gone), and the child reaped.
     fn terminate(&mut self) {
-        if matches!(self.child.try_wait(), Ok(Some(_))) {
-            // Its group may live on (a pipeline's other programs): they get SIGPIPE.
-            return;
-        }
         let group = -(self.child.id() as libc::pid_t);
-        // SAFETY: kill has no memory effects; the group is the child's own.
+        // SAFETY: kill has no memory effects. The group is the child's own; while any member
+        // lives, the kernel does not give its id to another process.
         unsafe { libc::kill(group, libc::SIGTERM) };
         let deadline = Instant::now() + TERMINATE_GRACE;
+        let mut ended = false;
         while Instant::now() < deadline {
             if matches!(self.child.try_wait(), Ok(Some(_))) {
-                return;
+                ended = true;
+                break;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        warn!(
-            pid = self.child.id(),
-            "the program ignored SIGTERM; killing it"
-        );
-        // SAFETY: as above.
+        if !ended {
+            warn!(
+                pid = self.child.id(),
+                "the program ignored SIGTERM; killing it"
+            );
+        }
+        // SAFETY: as above; members that ignored SIGTERM end here.
         unsafe { libc::kill(group, libc::SIGKILL) };
         let _ = self.child.wait();
     }
@@ -185,37 +198,105 @@ fn describe_exit(status: ExitStatus) -> String {
 }
 
 /// Logs the program's stderr under the path's name, a bounded number of lines per window, and
-/// keeps the last line. Carriage returns (progress lines) end lines too.
+/// keeps the last line. Carriage returns (progress lines) end lines too; a line is cut at
+/// [`MAX_LINE`] bytes, so a program that never ends one costs no memory. URLs lose their
+/// user and password (`rtsp://admin:secret@cam/` is what ffmpeg says when a camera fails).
 fn log_lines(path: &str, stderr: std::process::ChildStderr, last: &Mutex<String>) {
     let mut reader = BufReader::new(stderr);
-    let mut raw = Vec::new();
+    let mut line = Vec::with_capacity(MAX_LINE);
     let mut window = Instant::now();
     let (mut logged, mut dropped) = (0u32, 0u64);
-    loop {
-        raw.clear();
-        match reader.read_until(b'\n', &mut raw) {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
+    let mut emit = |raw: &[u8]| {
+        let line = redact_userinfo(String::from_utf8_lossy(raw).trim());
+        if line.is_empty() {
+            return;
         }
-        for piece in raw.split(|&b| b == b'\r' || b == b'\n') {
-            let text = String::from_utf8_lossy(piece);
-            let line: String = text.trim().chars().take(MAX_LINE).collect();
-            if line.is_empty() {
-                continue;
+        if window.elapsed() >= LOG_WINDOW {
+            if dropped > 0 {
+                info!(%path, dropped, "more lines from the program were not logged");
             }
-            if window.elapsed() >= LOG_WINDOW {
-                if dropped > 0 {
-                    info!(%path, dropped, "more lines from the program were not logged");
+            (window, logged, dropped) = (Instant::now(), 0, 0);
+        }
+        if logged < LOG_LINES {
+            logged += 1;
+            info!(%path, "program: {line}");
+        } else {
+            dropped += 1;
+        }
+        *last.lock().unwrap_or_else(PoisonError::into_inner) = line;
+    };
+    loop {
+        let consumed = match reader.fill_buf() {
+            Ok([]) | Err(_) => break,
+            Ok(data) => {
+                for &byte in data {
+                    if byte == b'\n' || byte == b'\r' {
+                        emit(&line);
+                        line.clear();
+                    } else if line.len() < MAX_LINE {
+                        line.push(byte);
+                    }
                 }
-                (window, logged, dropped) = (Instant::now(), 0, 0);
+                data.len()
             }
-            if logged < LOG_LINES {
-                logged += 1;
-                info!(%path, "program: {line}");
-            } else {
-                dropped += 1;
+        };
+        reader.consume(consumed);
+    }
+    emit(&line);
+}
+
+/// `scheme://user:password@host` → `scheme://***@host`, wherever it appears in `line`.
+fn redact_userinfo(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut rest = line;
+    while let Some(at) = rest.find("://") {
+        let (before, after) = rest.split_at(at + 3);
+        out.push_str(before);
+        // The authority ends at the first '/', '?', '#' or blank; userinfo is before its '@'.
+        let authority_end = after
+            .find(|c: char| matches!(c, '/' | '?' | '#') || c.is_whitespace())
+            .unwrap_or(after.len());
+        match after[..authority_end].rfind('@') {
+            Some(userinfo_end) => {
+                out.push_str("***");
+                rest = &after[userinfo_end..];
             }
-            *last.lock().unwrap_or_else(PoisonError::into_inner) = line;
+            None => rest = after,
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Variables the service manager gives the daemon, for it alone.
+const SERVICE_VARIABLES: [&str; 6] = [
+    "NOTIFY_SOCKET",
+    "WATCHDOG_USEC",
+    "WATCHDOG_PID",
+    "JOURNAL_STREAM",
+    "LISTEN_FDS",
+    "LISTEN_PID",
+];
+
+/// Marks every descriptor from `first` on close-on-exec, so the program inherits none of the
+/// daemon's (a camera held open would stay busy while the program runs). Between fork and exec:
+/// system calls only.
+fn close_on_exec_from(first: libc::c_uint) {
+    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+    // SAFETY: close_range only changes descriptor flags of this (forked) process.
+    let marked = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first,
+            libc::c_uint::MAX,
+            CLOSE_RANGE_CLOEXEC,
+        )
+    } == 0;
+    if !marked {
+        // Kernels before 5.11: one by one, as far as descriptors are usually numbered.
+        for fd in first as libc::c_int..4096 {
+            // SAFETY: fcntl on a descriptor number that may not be open is harmless (EBADF).
+            unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
         }
     }
 }
@@ -239,6 +320,48 @@ mod tests {
         }
         assert!(invocation("ffmpeg 'unclosed").is_err());
         assert!(invocation("   ").is_err());
+    }
+
+    #[test]
+    fn passwords_in_urls_are_not_repeated() {
+        assert_eq!(
+            redact_userinfo("rtsp://admin:s3cret@10.0.0.5:554/stream: Connection refused"),
+            "rtsp://***@10.0.0.5:554/stream: Connection refused"
+        );
+        assert_eq!(
+            redact_userinfo("a http://x/y?u=a@b and rtsp://u:p@h"),
+            "a http://x/y?u=a@b and rtsp://***@h"
+        );
+        assert_eq!(redact_userinfo("no url here"), "no url here");
+    }
+
+    #[test]
+    fn variables_before_the_program_need_a_shell() {
+        assert_eq!(
+            invocation("LIBCAMERA_LOG_LEVELS=ERROR libcamera-vid -o -").unwrap(),
+            Invocation::Shell("LIBCAMERA_LOG_LEVELS=ERROR libcamera-vid -o -".into())
+        );
+    }
+
+    #[test]
+    fn the_program_inherits_no_descriptor_of_the_daemon() {
+        let file = tempfile::tempfile().unwrap();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
+        // Not close-on-exec in the daemon (like a camera opened by the v4l crate).
+        // SAFETY: clearing the flag of our own open descriptor.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
+        let mut process = Process::start(
+            "test",
+            &invocation(&format!("ls /proc/self/fd/{fd}")).unwrap(),
+        )
+        .unwrap();
+        let mut out = String::new();
+        std::io::Read::read_to_string(&mut process.stdout().unwrap(), &mut out).unwrap();
+        let why = process.ended();
+        assert!(
+            why.starts_with("exited with status 2"),
+            "ls found it: {why} {out}"
+        );
     }
 
     #[test]

@@ -9,21 +9,31 @@ use crate::rtp::h264::{NAL_IDR, NAL_PPS, NAL_SPS, nal_type};
 /// else (or garbage), and the source fails rather than buffer without limit.
 pub(super) const MAX_PICTURE: usize = 16 << 20;
 
-/// What the first bytes say the stream is: an H.264 start code, a JPEG's start of image, or
-/// else raw pictures. None until there are enough bytes to tell.
-pub(super) fn detect(first: &[u8]) -> Option<StreamFormat> {
+/// Zero bytes an H.264 stream may start with before its first start code's `01`; a raw
+/// picture that starts black has many more.
+const MAX_LEADING_ZEROS: usize = 64;
+
+/// What the first bytes say the stream is: an H.264 start code (after any zero bytes), a JPEG's
+/// start of image, or else raw pictures. None until there are enough bytes to tell; an error for
+/// what is recognisably something else (MPEG-TS).
+pub(super) fn detect(first: &[u8]) -> Result<Option<StreamFormat>, String> {
     if first.len() < 4 {
-        return None;
+        return Ok(None);
     }
-    Some(
-        if first.starts_with(&[0, 0, 0, 1]) || first.starts_with(&[0, 0, 1]) {
-            StreamFormat::H264
-        } else if first.starts_with(&[0xFF, 0xD8, 0xFF]) {
-            StreamFormat::Mjpeg
-        } else {
-            StreamFormat::I420
-        },
-    )
+    let zeros = first.iter().take_while(|&&b| b == 0).count();
+    if zeros == first.len() && zeros < MAX_LEADING_ZEROS {
+        return Ok(None);
+    }
+    if first[0] == 0x47 && first.len() >= 189 && first[188] == 0x47 {
+        return Err("the program writes MPEG-TS; give it `-f h264` (or mjpeg, rawvideo)".into());
+    }
+    Ok(Some(if zeros >= 2 && first.get(zeros) == Some(&1) {
+        StreamFormat::H264
+    } else if first.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        StreamFormat::Mjpeg
+    } else {
+        StreamFormat::I420
+    }))
 }
 
 /// Where the JPEG scanner stands in the picture at the front of the buffer.
@@ -137,14 +147,19 @@ impl Splitter {
             let starts_unit = (slice && second & 0x80 != 0)
                 || matches!(kind, 6 | NAL_SPS | NAL_PPS | 9 | 14..=18);
             if self.has_slice && starts_unit {
-                let end = if code > 0 && self.buf[code - 1] == 0 {
-                    code - 1
-                } else {
-                    code
-                };
+                // The zero bytes before a start code (a 4-byte code's first, trailing_zero_8bits)
+                // are no part of the last NAL unit; its data never ends in 0x00.
+                let mut end = code;
+                while end > 0 && self.buf[end - 1] == 0 {
+                    end -= 1;
+                }
                 self.has_slice = false;
                 self.scanned = 0;
-                return Some(self.take(end));
+                let unit = self.take(end);
+                // The next unit starts with its start code: at most 3 zero bytes and the 01.
+                let zeros = self.buf.iter().take_while(|&&b| b == 0).count();
+                self.buf.drain(..zeros.saturating_sub(3));
+                return Some(unit);
             }
             self.has_slice |= slice;
             self.scanned = code + 3;
@@ -179,7 +194,8 @@ impl Splitter {
                             .position(|&b| b == 0xFF)
                             .map(|i| i + at)
                         else {
-                            self.jpeg = JpegScan::Entropy(self.buf.len());
+                            // Not before `at`: the scan header may not be all in yet.
+                            self.jpeg = JpegScan::Entropy(at.max(self.buf.len()));
                             return Ok(None);
                         };
                         let Some(&next) = self.buf.get(ff + 1) else {
@@ -214,6 +230,12 @@ impl Splitter {
                             return Ok(Some(self.take(at + 2)));
                         }
                         0x01 | 0xD0..=0xD7 => self.jpeg = JpegScan::Marker(at + 2),
+                        // A new picture where the last had not ended (it was cut short): drop
+                        // the broken one and start over here.
+                        0xD8 => {
+                            self.buf.drain(..at);
+                            self.jpeg = JpegScan::Marker(2);
+                        }
                         _ => {
                             let Some(len) = self.buf.get(at + 2..at + 4) else {
                                 return Ok(None);
@@ -269,11 +291,43 @@ mod tests {
 
     #[test]
     fn the_first_bytes_tell_the_format() {
-        assert_eq!(detect(&[0, 0, 0, 1, 0x67]), Some(StreamFormat::H264));
-        assert_eq!(detect(&[0, 0, 1, 0x09, 0x10]), Some(StreamFormat::H264));
-        assert_eq!(detect(&[0xFF, 0xD8, 0xFF, 0xE0]), Some(StreamFormat::Mjpeg));
-        assert_eq!(detect(&[16, 16, 16, 16]), Some(StreamFormat::I420));
-        assert_eq!(detect(&[0, 0]), None);
+        let h264 = Ok(Some(StreamFormat::H264));
+        assert_eq!(detect(&[0, 0, 0, 1, 0x67]), h264);
+        assert_eq!(detect(&[0, 0, 1, 0x09, 0x10]), h264);
+        assert_eq!(detect(&[0, 0, 0, 0, 0, 1, 0x67]), h264);
+        assert_eq!(
+            detect(&[0xFF, 0xD8, 0xFF, 0xE0]),
+            Ok(Some(StreamFormat::Mjpeg))
+        );
+        assert_eq!(detect(&[16, 16, 16, 16]), Ok(Some(StreamFormat::I420)));
+        assert_eq!(detect(&[0, 0]), Ok(None));
+        // Zeros alone: more are needed, unless there are many (a black raw picture).
+        assert_eq!(detect(&[0; 10]), Ok(None));
+        assert_eq!(detect(&[0; 100]), Ok(Some(StreamFormat::I420)));
+        let mut ts = vec![0u8; 400];
+        (ts[0], ts[188]) = (0x47, 0x47);
+        assert!(detect(&ts).unwrap_err().contains("MPEG-TS"));
+    }
+
+    #[test]
+    fn trailing_zeros_stay_out_of_the_access_unit() {
+        let first = annexb(&[&SPS, &PPS, &IDR]);
+        let mut stream = first.clone();
+        stream.extend_from_slice(&[0, 0, 0]);
+        stream.extend(annexb(&[&P]));
+        stream.extend(annexb(&[&P]));
+        let got = split(StreamFormat::H264, 0, &stream, 3);
+        // The IDR sample itself ends in a zero byte, which goes too.
+        assert_eq!(got[0], first[..first.len() - 1]);
+    }
+
+    #[test]
+    fn a_cut_short_jpeg_is_dropped_for_the_next() {
+        let whole = jpeg(&[1, 2, 3]);
+        // Cut in its entropy-coded data (a JPEG cut within a segment cannot be told apart).
+        let cut = whole[..15].to_vec();
+        let stream = [cut, whole.clone()].concat();
+        assert_eq!(split(StreamFormat::Mjpeg, 0, &stream, 4), [whole]);
     }
 
     #[test]
@@ -281,15 +335,18 @@ mod tests {
         // IDR and P from the sample are slices with first_mb_in_slice 0.
         let units = [annexb(&[&SPS, &PPS, &IDR]), annexb(&[&P]), annexb(&[&P])];
         let stream: Vec<u8> = units.concat();
+        // The sample IDR ends in a zero byte, taken for padding before the next start code.
+        let first = &units[0][..units[0].len() - 1];
+        let expected = [first, &units[1][..]];
         for chunk in [1, 2, 3, 7, 1000] {
             let got = split(StreamFormat::H264, 0, &stream, chunk);
             // The last unit is cut only when another begins.
-            assert_eq!(got, units[..2], "chunk {chunk}");
+            assert_eq!(got, expected, "chunk {chunk}");
         }
         // Garbage before the first start code is dropped.
         let mut noisy = b"xyz".to_vec();
         noisy.extend_from_slice(&stream);
-        assert_eq!(split(StreamFormat::H264, 0, &noisy, 5), units[..2]);
+        assert_eq!(split(StreamFormat::H264, 0, &noisy, 5), expected);
     }
 
     #[test]
