@@ -44,6 +44,9 @@ pub struct Daemon {
     /// Where RTSP listens (`rtspAddress`), unless `rtsp: no`.
     pub rtsp_addr: Option<SocketAddr>,
     rtsp: Option<RtspServer>,
+    /// Where Prometheus metrics are served (`metricsAddress`), with `metrics: yes`.
+    pub metrics_addr: Option<SocketAddr>,
+    metrics: Option<crate::metrics::MetricsServer>,
     /// `http` or `https` (`webrtcEncryption`).
     pub scheme: &'static str,
     pub udp_addr: SocketAddr,
@@ -53,6 +56,8 @@ pub struct Daemon {
     http_stop: oneshot::Sender<()>,
     http: JoinHandle<()>,
     trimmer: JoinHandle<()>,
+    /// systemd's status and watchdog, when run as a service.
+    service: Option<JoinHandle<()>>,
     access: Arc<Access>,
     /// The server settings in force.
     server: std::sync::Mutex<ServerConfig>,
@@ -161,11 +166,14 @@ pub async fn start(settings: Settings) -> anyhow::Result<Daemon> {
     )
     .await
     .context("cannot start the root supervisor")?;
-    root.call(RootMsg::Start, Some(START_TIMEOUT))
-        .await
-        .map_err(|err| anyhow::anyhow!("cannot configure paths: {err}"))?
-        .success_or(())
-        .map_err(|()| anyhow::anyhow!("the paths did not start within {START_TIMEOUT:?}"))?;
+    root.call(
+        |reply| RootMsg::ReloadAndReply("start-up", reply),
+        Some(START_TIMEOUT),
+    )
+    .await
+    .map_err(|err| anyhow::anyhow!("cannot configure paths: {err}"))?
+    .success_or(())
+    .map_err(|()| anyhow::anyhow!("the paths did not start within {START_TIMEOUT:?}"))?;
     let reload_root = root.clone();
     let (watcher, _) = Actor::spawn(
         None,
@@ -183,7 +191,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Daemon> {
     let whep = Whep {
         mux: Arc::clone(&mux),
         addresses: IceAddresses { candidates },
-        sessions,
+        sessions: sessions.clone(),
         board: board.clone(),
         directory: directory.clone(),
         root: root.get_cell(),
@@ -209,9 +217,25 @@ pub async fn start(settings: Settings) -> anyhow::Result<Daemon> {
     } else {
         None
     };
+    let metrics = if server.metrics {
+        Some(
+            crate::metrics::start(
+                server.metrics_address,
+                Arc::clone(&access),
+                board.clone(),
+                sessions,
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
+    let service = crate::service::spawn(root.clone(), board.clone());
     Ok(Daemon {
         http_addr,
         rtsp_addr: rtsp.as_ref().map(|r| r.addr),
+        metrics_addr: metrics.as_ref().map(|m| m.addr),
+        metrics,
         rtsp,
         scheme,
         udp_addr,
@@ -221,6 +245,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Daemon> {
         http_stop,
         http,
         trimmer: crate::memory::spawn_trimmer(),
+        service,
         access,
         server: std::sync::Mutex::new(settings.server),
     })
@@ -230,6 +255,32 @@ impl Daemon {
     /// Reads `config.d/` again now (SIGHUP) rather than waiting for a change or the rescan.
     pub fn reload(&self, why: &'static str) {
         let _ = self.root.send_message(RootMsg::Reload(why));
+    }
+
+    /// Reads `config.d/` again and returns once it is applied (SIGHUP, between `RELOADING=1`
+    /// and `READY=1` to systemd).
+    pub async fn reload_and_wait(&self, why: &'static str) {
+        let _ = self
+            .root
+            .call(
+                |reply| RootMsg::ReloadAndReply(why, reply),
+                Some(START_TIMEOUT),
+            )
+            .await;
+    }
+
+    /// Tells systemd (if it runs us) that the daemon is ready, reloading or stopping; nothing
+    /// without `NOTIFY_SOCKET`.
+    pub fn notify_ready(&self) {
+        crate::service::ready(&self.board);
+    }
+
+    pub fn notify_reloading(&self) {
+        crate::service::reloading();
+    }
+
+    pub fn notify_stopping(&self) {
+        crate::service::stopping();
     }
 
     /// Puts a server file read again (SIGHUP) in force: `authInternalUsers` and
@@ -270,6 +321,8 @@ impl Daemon {
             ("rtpAddress", old.rtp_address != new.rtp_address),
             ("rtcpAddress", old.rtcp_address != new.rtcp_address),
             ("jpegQuality", old.jpeg_quality != new.jpeg_quality),
+            ("metrics", old.metrics != new.metrics),
+            ("metricsAddress", old.metrics_address != new.metrics_address),
         ];
         let restart = changed
             .into_iter()
@@ -288,9 +341,16 @@ impl Daemon {
             .stop_and_wait(Some("shutdown".into()), Some(Duration::from_millis(1500)))
             .await;
         self.trimmer.abort();
+        if let Some(service) = self.service {
+            service.abort();
+        }
         if let Some(rtsp) = self.rtsp {
             let _ = rtsp.stop.send(());
             let _ = tokio::time::timeout(Duration::from_millis(200), rtsp.task).await;
+        }
+        if let Some(metrics) = self.metrics {
+            let _ = metrics.stop.send(());
+            let _ = tokio::time::timeout(Duration::from_millis(200), metrics.task).await;
         }
         let _ = self.http_stop.send(());
         // Open keep-alive connections (a player's) must not hold the exit up.

@@ -131,19 +131,40 @@ fn check(dir: &Path) -> ExitCode {
     }
 }
 
+/// The signals the daemon handles, taken over before it announces itself: a SIGHUP right after
+/// `READY=1` (or the address line) must reload, not end the process (the default action).
+struct Signals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+    hangup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            terminate: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+            hangup: signal(SignalKind::hangup())?,
+        })
+    }
+}
+
 /// Serves until SIGTERM or SIGINT (which it names); SIGHUP meanwhile reads `camportal.yml`
 /// again (its access rules take effect) and `config.d/`.
-async fn serve_until_stopped(daemon: &Daemon, args: &RunArgs) -> std::io::Result<&'static str> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    let mut hangup = signal(SignalKind::hangup())?;
+async fn serve_until_stopped(daemon: &Daemon, args: &RunArgs, signals: Signals) -> &'static str {
+    let Signals {
+        mut terminate,
+        mut interrupt,
+        mut hangup,
+    } = signals;
     loop {
         tokio::select! {
-            _ = terminate.recv() => return Ok("SIGTERM"),
-            _ = interrupt.recv() => return Ok("SIGINT"),
+            _ = terminate.recv() => return "SIGTERM",
+            _ = interrupt.recv() => return "SIGINT",
             _ = hangup.recv() => {
                 tracing::info!("SIGHUP: reloading the configuration");
+                daemon.notify_reloading();
                 match server_settings(args) {
                     Ok(server) => {
                         let restart = daemon.apply_server(server);
@@ -156,7 +177,8 @@ async fn serve_until_stopped(daemon: &Daemon, args: &RunArgs) -> std::io::Result
                     }
                     Err(err) => tracing::error!("{err}; keeping the settings in force"),
                 }
-                daemon.reload("SIGHUP");
+                daemon.reload_and_wait("SIGHUP").await;
+                daemon.notify_ready();
             }
         }
     }
@@ -172,16 +194,28 @@ async fn run(args: RunArgs) -> ExitCode {
     };
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new(daemon::default_log_filter(&server.log_level)));
-    // Colours only on a terminal: under systemd or a pipe they would be noise in the log.
-    tracing_subscriber::fmt()
+    // Colours only on a terminal: under systemd or a pipe they would be noise in the log. Into
+    // the journal (JOURNAL_STREAM set), no timestamps of our own: journald adds its own.
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stdout().is_terminal())
-        .init();
+        .with_ansi(std::io::stdout().is_terminal());
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        builder.without_time().init();
+    } else {
+        builder.init();
+    }
 
     match camportal::raise_fd_limit() {
         Ok(limit) => tracing::debug!(limit, "open file limit"),
         Err(err) => tracing::warn!(%err, "cannot raise the open file limit"),
     }
+    let signals = match Signals::install() {
+        Ok(signals) => signals,
+        Err(err) => {
+            tracing::error!(%err, "cannot handle signals");
+            return ExitCode::FAILURE;
+        }
+    };
     let daemon = match daemon::start(Settings {
         config_dir: args.config_dir.clone(),
         server,
@@ -194,10 +228,10 @@ async fn run(args: RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match serve_until_stopped(&daemon, &args).await {
-        Ok(signal) => tracing::info!(signal, "shutting down"),
-        Err(err) => tracing::error!(%err, "cannot wait for signals; shutting down"),
-    }
+    daemon.notify_ready();
+    let signal = serve_until_stopped(&daemon, &args, signals).await;
+    tracing::info!(signal, "shutting down");
+    daemon.notify_stopping();
     daemon.shutdown().await;
     ExitCode::SUCCESS
 }

@@ -6,9 +6,13 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use serde::Serialize;
 
+use crate::metrics::{DaemonCounters, PathCounters};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PathState {
+    /// An on-demand path nobody reads: its source is not running.
+    Idle,
     Starting,
     Running,
     Restarting,
@@ -116,6 +120,9 @@ pub struct Snapshot {
 struct Inner {
     paths: BTreeMap<String, PathStatus>,
     config_errors: Vec<ConfigProblem>,
+    /// The running paths' counters, for `/metrics`; a removed path's go with its status.
+    counters: BTreeMap<String, Arc<PathCounters>>,
+    daemon: Arc<DaemonCounters>,
 }
 
 /// The shared status board. Cloning shares it.
@@ -145,7 +152,28 @@ impl StatusBoard {
     }
 
     pub fn remove_path(&self, name: &str) {
-        self.lock().paths.remove(name);
+        let mut inner = self.lock();
+        inner.paths.remove(name);
+        inner.counters.remove(name);
+    }
+
+    /// A path (actor) started with these counters.
+    pub(crate) fn set_counters(&self, name: &str, counters: Arc<PathCounters>) {
+        self.lock().counters.insert(name.to_owned(), counters);
+    }
+
+    /// The paths' counters, by path name.
+    pub(crate) fn counters(&self) -> Vec<(String, Arc<PathCounters>)> {
+        let inner = self.lock();
+        inner
+            .counters
+            .iter()
+            .map(|(name, counters)| (name.clone(), Arc::clone(counters)))
+            .collect()
+    }
+
+    pub(crate) fn daemon_counters(&self) -> Arc<DaemonCounters> {
+        Arc::clone(&self.lock().daemon)
     }
 
     /// Changes one path's entry, if it exists.

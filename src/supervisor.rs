@@ -23,10 +23,13 @@ pub(crate) enum RootMsg {
     /// Read `config.d/` again and apply what changed. The reason (start-up, file change, SIGHUP,
     /// rescan) goes into the log.
     Reload(&'static str),
-    /// The first reload, at start-up; answers once every path has been started, so the daemon
-    /// serves HTTP only when its paths are listed (a kiosk reconnecting after a restart of the
-    /// daemon must not be told its path does not exist).
-    Start(RpcReplyPort<()>),
+    /// A reload that answers once every path has been started or changed: the first, at
+    /// start-up, so the daemon serves HTTP only when its paths are listed (a kiosk reconnecting
+    /// after a restart of the daemon must not be told its path does not exist), and a SIGHUP
+    /// under systemd, which is told `READY=1` when it is done.
+    ReloadAndReply(&'static str, RpcReplyPort<()>),
+    /// Answers at once: the watchdog's proof that the root still handles messages.
+    Ping(RpcReplyPort<()>),
     /// Start a path again after it failed.
     RestartPath(String),
 }
@@ -153,6 +156,13 @@ impl RootState {
                 ))
             });
         let reconciled = config::reconcile(&running, loaded);
+        let counters = self.args.board.daemon_counters();
+        let result = if reconciled.errors.is_empty() {
+            &counters.reloads_ok
+        } else {
+            &counters.reloads_error
+        };
+        result.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let diff = config::diff(&running, &reconciled.desired);
         // What each path's file says is wrong, for the paths that run on despite it.
         let file_errors: HashMap<String, String> = reconciled
@@ -299,8 +309,11 @@ impl Actor for RootSupervisor {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             RootMsg::Reload(why) => state.reload(&myself, why).await,
-            RootMsg::Start(reply) => {
-                state.reload(&myself, "start-up").await;
+            RootMsg::ReloadAndReply(why, reply) => {
+                state.reload(&myself, why).await;
+                let _ = reply.send(());
+            }
+            RootMsg::Ping(reply) => {
                 let _ = reply.send(());
             }
             RootMsg::RestartPath(name) => {

@@ -107,7 +107,7 @@ fn plain(status: StatusCode, reason: String) -> Response {
 pub(crate) async fn guard(
     State(access): State<Arc<Access>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    mut request: Request,
+    request: Request,
     next: Next,
 ) -> Response {
     let ip = peer.ip();
@@ -144,6 +144,40 @@ pub(crate) async fn guard(
         Route::Path { name, .. } => Target::On(Action::Read, Some(name)),
         Route::Assets => unreachable!("answered above"),
     };
+    admit(&access, ip, &uri_path, target, request, next).await
+}
+
+/// The middleware of the metrics port: everything there needs the `metrics` permission, and
+/// no page of another origin reads it.
+pub(crate) async fn metrics_guard(
+    State(access): State<Arc<Access>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let ip = peer.ip();
+    let uri_path = request.uri().path().to_string();
+    if let Some(origin) = foreign_origin(request.headers()) {
+        info!(client = %ip, %origin, "cross-origin metrics request refused");
+        return plain(
+            StatusCode::FORBIDDEN,
+            format!("requests from pages of another origin ({origin}) are refused here"),
+        );
+    }
+    let target = Target::On(Action::Metrics, None);
+    admit(&access, ip, &uri_path, target, request, next).await
+}
+
+/// Lets the request through if `target` is allowed to its caller, else answers `401` (with a
+/// prompt, after a delay if wrong credentials were given) or `403`.
+async fn admit(
+    access: &Arc<Access>,
+    ip: IpAddr,
+    uri_path: &str,
+    target: Target<'_>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let given = credentials(request.headers(), request.uri().query());
     let as_credentials = given
         .as_ref()

@@ -25,11 +25,13 @@ pub(super) enum Change {
 
 /// Whether `new` can be applied to a path running `old` without rebuilding its pipeline. Only
 /// the encoder's rate settings can change under it; the source, the picture size and the frame
-/// rate shape everything downstream.
+/// rate shape everything downstream; a changed on-demand setting restarts the path too (simply
+/// and rarely).
 pub(super) fn classify(old: &PathConfig, new: &PathConfig) -> Change {
     let (a, b) = (&old.encoding, &new.encoding);
-    let same_pipeline =
-        old.source == new.source && (a.width, a.height, a.fps) == (b.width, b.height, b.fps);
+    let same_pipeline = old.source == new.source
+        && old.on_demand == new.on_demand
+        && (a.width, a.height, a.fps) == (b.width, b.height, b.fps);
     if same_pipeline {
         Change::Live
     } else {

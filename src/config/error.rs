@@ -310,7 +310,7 @@ mod tests {
         for kept in [
             "encoding.fps: 0 is out of range 1..=60",
             "encoding.keyframeInterval: \"99ms\" is out of range 100ms..=60s",
-            "source: unknown variant `webcam`, expected one of `testsrc`, `v4l2`, `file`",
+            "source: unknown variant `webcam`, expected one of `testsrc`, `v4l2`, `file`, `exec`",
             "source: unknown field `device`, there are no fields",
             "missing field `source`",
             "did not find expected ',' or ']', while parsing a flow sequence",

@@ -390,9 +390,9 @@ mod tests {
             errors,
             [
                 "env.yml:1:1: invalid type: string, expected struct PathFile",
-                "json.yml:1:2: unknown field `type`, expected `source` or `encoding`",
+                "json.yml:1:2: unknown field `type`, expected one of `source`, `encoding`, `sourceOnDemand`, `sourceOnDemandCloseAfter`",
                 "key.yml:1:1: invalid type: string, expected struct PathFile",
-                "shadow.yml:1:1: unknown field (name not shown), expected `source` or `encoding`",
+                "shadow.yml:1:1: unknown field (name not shown), expected one of `source`, `encoding`, `sourceOnDemand`, `sourceOnDemandCloseAfter`",
             ]
         );
         for e in errors {

@@ -28,5 +28,6 @@ pub(crate) use name::{PathName, is_config_file_name};
 pub(crate) use path::EncodingConfig;
 pub(crate) use server::IceServer;
 pub(crate) use source::{
-    CaptureFormat, DeviceMatch, DeviceSelector, SourceConfig, UsbId, V4l2Config,
+    CaptureFormat, DeviceMatch, DeviceSelector, ExecConfig, SourceConfig, StreamFormat, UsbId,
+    V4l2Config,
 };

@@ -9,7 +9,10 @@ use super::error::ConfigError;
 use super::limits::check_nesting;
 use super::name::{PathName, config_stem};
 use super::source::{SourceConfig, deserialize_source};
-use super::units::{deserialize_bitrate, deserialize_keyframe_interval, deserialize_u32_in};
+use super::units::{
+    deserialize_bitrate, deserialize_close_after, deserialize_flag, deserialize_keyframe_interval,
+    deserialize_u32_in,
+};
 
 /// Everything about one path, as configured. Compared by value to tell whether a changed file
 /// needs the path restarted.
@@ -18,6 +21,24 @@ pub struct PathConfig {
     pub name: PathName,
     pub source: SourceConfig,
     pub encoding: EncodingConfig,
+    pub on_demand: OnDemand,
+}
+
+/// MediaMTX's `sourceOnDemand`: the source runs only while someone reads the path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OnDemand {
+    pub enabled: bool,
+    /// How long the source keeps running after the last reader left.
+    pub close_after: Duration,
+}
+
+impl Default for OnDemand {
+    fn default() -> Self {
+        OnDemand {
+            enabled: false,
+            close_after: Duration::from_secs(10),
+        }
+    }
 }
 
 /// How a path's pictures are encoded (H.264). Every key is optional; see `Default`.
@@ -69,6 +90,22 @@ struct PathFile {
     source: SourceConfig,
     #[serde(default)]
     encoding: EncodingConfig,
+    #[serde(
+        rename = "sourceOnDemand",
+        default,
+        deserialize_with = "deserialize_flag"
+    )]
+    source_on_demand: bool,
+    #[serde(
+        rename = "sourceOnDemandCloseAfter",
+        default = "default_close_after",
+        deserialize_with = "deserialize_close_after"
+    )]
+    source_on_demand_close_after: Duration,
+}
+
+fn default_close_after() -> Duration {
+    OnDemand::default().close_after
 }
 
 /// Parses the text of the path file `file`; the path's name is the file's stem. A text nested
@@ -89,6 +126,10 @@ pub fn parse_path_file(file: &Path, text: &str) -> Result<PathConfig, ConfigErro
         name,
         source: parsed.source,
         encoding: parsed.encoding,
+        on_demand: OnDemand {
+            enabled: parsed.source_on_demand,
+            close_after: parsed.source_on_demand_close_after,
+        },
     })
 }
 
@@ -226,7 +267,7 @@ mod tests {
         assert_eq!(e.line, Some(3));
         assert!(
             e.message
-                .contains("unknown field `surce`, expected `source` or `encoding`")
+                .contains("unknown field `surce`, expected one of `source`, `encoding`")
         );
     }
 
@@ -252,7 +293,7 @@ mod tests {
         let e = parse("# cam\nsource: webcam\n").unwrap_err();
         assert_eq!(
             e.to_string(),
-            "config.d/cam.yml:2:9: source: unknown variant `webcam`, expected one of `testsrc`, `v4l2`, `file`"
+            "config.d/cam.yml:2:9: source: unknown variant `webcam`, expected one of `testsrc`, `v4l2`, `file`, `exec`"
         );
         let e = parse("encoding:\n  fps: 5\n").unwrap_err();
         assert!(e.message.contains("missing field `source`"), "{e}");

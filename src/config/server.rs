@@ -12,6 +12,7 @@ use serde::{Deserialize, Deserializer};
 use super::auth::{AuthUser, default_auth_users};
 use super::error::ConfigError;
 use super::limits::{check_nesting, read_capped};
+use super::units::deserialize_flag;
 
 /// Daemon-wide settings. Every key is optional; see `Default`.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -79,6 +80,11 @@ pub struct ServerConfig {
     /// JPEG quality (1..=100) of snapshots and MJPEG streams.
     #[serde(rename = "jpegQuality", deserialize_with = "deserialize_quality")]
     pub jpeg_quality: u8,
+    /// Serve Prometheus metrics (`http://HOST:9998/metrics`).
+    #[serde(rename = "metrics", deserialize_with = "deserialize_flag")]
+    pub metrics: bool,
+    #[serde(rename = "metricsAddress", deserialize_with = "deserialize_address")]
+    pub metrics_address: SocketAddr,
 }
 
 impl Default for ServerConfig {
@@ -102,6 +108,8 @@ impl Default for ServerConfig {
             rtsp_transports: vec![RtspTransport::Tcp, RtspTransport::Udp],
             rtp_address: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 8000),
             rtcp_address: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 8001),
+            metrics: false,
+            metrics_address: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 9998),
         }
     }
 }
@@ -229,28 +237,6 @@ fn deserialize_quality<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> 
             "{quality} is out of range 1..=100"
         ))),
     }
-}
-
-/// `yes`/`no` as MediaMTX's files write them (YAML 1.1 booleans), as well as `true`/`false`.
-fn deserialize_flag<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
-    struct V;
-    impl Visitor<'_> for V {
-        type Value = bool;
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("yes or no")
-        }
-        fn visit_bool<E: de::Error>(self, v: bool) -> Result<bool, E> {
-            Ok(v)
-        }
-        fn visit_str<E: de::Error>(self, v: &str) -> Result<bool, E> {
-            match v.to_ascii_lowercase().as_str() {
-                "yes" | "on" | "true" => Ok(true),
-                "no" | "off" | "false" => Ok(false),
-                _ => Err(E::invalid_value(de::Unexpected::Str(v), &self)),
-            }
-        }
-    }
-    d.deserialize_any(V)
 }
 
 fn deserialize_log_level<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
@@ -498,6 +484,17 @@ mod tests {
             parse_log_level("loud").unwrap_err(),
             "invalid log level `loud`: expected one of error, warn, info, debug, trace"
         );
+    }
+
+    #[test]
+    fn the_packaged_file_is_the_default_but_for_the_certificate_place() {
+        let packaged = parse(include_str!("../../debian/camportal.yml")).unwrap();
+        let expected = ServerConfig {
+            server_key: PathBuf::from("/var/lib/camportal/server.key"),
+            server_cert: PathBuf::from("/var/lib/camportal/server.crt"),
+            ..ServerConfig::default()
+        };
+        assert_eq!(packaged, expected);
     }
 
     #[test]

@@ -23,6 +23,42 @@ pub enum SourceConfig {
     V4l2(V4l2Config),
     /// Raw I420 pictures of the `encoding:` size read from a file, played in a loop at `fps`.
     File(FileSourceConfig),
+    /// A program of the user's whose standard output carries the pictures (MediaMTX's
+    /// `runOnInit` with ffmpeg, go2rtc's `exec:`).
+    Exec(ExecConfig),
+}
+
+/// `source: {type: exec, command: "...", format: h264}`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExecConfig {
+    #[serde(deserialize_with = "non_empty_command")]
+    pub command: String,
+    /// What the program writes; detected from its first bytes when not given.
+    #[serde(default)]
+    pub format: Option<StreamFormat>,
+}
+
+/// What a program writes to its standard output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StreamFormat {
+    /// H.264 Annex B (`ffmpeg ... -f h264 -`), passed through without re-encoding.
+    H264,
+    /// Concatenated JPEGs (`ffmpeg ... -f mjpeg -`) of the `encoding:` size.
+    Mjpeg,
+    /// Raw I420 pictures of the `encoding:` size (`-f rawvideo -pix_fmt yuv420p`).
+    I420,
+}
+
+impl fmt::Display for StreamFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            StreamFormat::H264 => "h264",
+            StreamFormat::Mjpeg => "mjpeg",
+            StreamFormat::I420 => "i420",
+        })
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -40,6 +76,8 @@ enum SourceKind {
     V4l2,
     #[serde(rename = "file")]
     File,
+    #[serde(rename = "exec")]
+    Exec,
 }
 
 /// `source: {type: v4l2, ...}`: which camera, and in which format it should send pictures.
@@ -195,6 +233,15 @@ fn non_empty<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error
     })
 }
 
+/// A command line that splits into words as a shell would split it (quotes closed).
+fn non_empty_command<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    checked_str(d, "a command line", |text| match shlex::split(text) {
+        Some(words) if !words.is_empty() => Ok(text.to_owned()),
+        Some(_) => Err("must not be empty".to_owned()),
+        None => Err("has an unclosed quote".to_owned()),
+    })
+}
+
 fn usb_id<'de, D: Deserializer<'de>>(d: D) -> Result<Option<UsbId>, D::Error> {
     checked_str(d, "a USB id vendor:product", |text| text.parse().map(Some))
 }
@@ -247,6 +294,7 @@ fn with_kind<'de, D: Deserializer<'de>>(
             SourceConfig::V4l2(keys.into_config().map_err(de::Error::custom)?)
         }
         SourceKind::File => SourceConfig::File(FileSourceConfig::deserialize(rest)?),
+        SourceKind::Exec => SourceConfig::Exec(ExecConfig::deserialize(rest)?),
     })
 }
 
@@ -343,11 +391,11 @@ mod tests {
     fn errors_point_at_the_offending_line() {
         assert_eq!(
             parse("source: webcam").unwrap_err(),
-            "source: unknown variant `webcam`, expected one of `testsrc`, `v4l2`, `file` at line 1 column 9"
+            "source: unknown variant `webcam`, expected one of `testsrc`, `v4l2`, `file`, `exec` at line 1 column 9"
         );
         assert_eq!(
             parse("source:\n  type: webcam\n").unwrap_err(),
-            "source.type: unknown variant `webcam`, expected one of `testsrc`, `v4l2`, `file` at line 2 column 9"
+            "source.type: unknown variant `webcam`, expected one of `testsrc`, `v4l2`, `file`, `exec` at line 2 column 9"
         );
         assert_eq!(
             parse("source:\n  type: testsrc\n  device: /dev/video0\n").unwrap_err(),

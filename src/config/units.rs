@@ -210,6 +210,40 @@ impl Visitor<'_> for DurationVisitor {
     }
 }
 
+/// `yes`/`no` as MediaMTX's files write them (YAML 1.1 booleans), as well as `true`/`false`.
+pub(super) fn deserialize_flag<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    struct V;
+    impl Visitor<'_> for V {
+        type Value = bool;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("yes or no")
+        }
+        fn visit_bool<E: de::Error>(self, v: bool) -> Result<bool, E> {
+            Ok(v)
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<bool, E> {
+            match v.to_ascii_lowercase().as_str() {
+                "yes" | "on" | "true" => Ok(true),
+                "no" | "off" | "false" => Ok(false),
+                _ => Err(E::invalid_value(de::Unexpected::Str(v), &self)),
+            }
+        }
+    }
+    d.deserialize_any(V)
+}
+
+/// Limits of `sourceOnDemandCloseAfter`.
+const CLOSE_AFTER_RANGE: RangeInclusive<Duration> = Duration::ZERO..=Duration::from_secs(3600);
+
+/// `sourceOnDemandCloseAfter`: a duration as for `keyframeInterval`, up to an hour.
+pub(super) fn deserialize_close_after<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Duration, D::Error> {
+    deserializer.deserialize_any(DurationVisitor {
+        range: CLOSE_AFTER_RANGE,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,7 +22,7 @@ pub(crate) const BOUNDARY: &str = "camportal-frame";
 struct Watching {
     pictures: watch::Receiver<Option<Arc<RawFrame>>>,
     cache: Arc<JpegCache>,
-    _counted: Counted,
+    counted: Counted,
 }
 
 pub(crate) struct MjpegReader {
@@ -70,7 +70,7 @@ impl MjpegReader {
                         self.watching = Some(Watching {
                             pictures,
                             cache,
-                            _counted: joinable.count(ReaderKind::Mjpeg),
+                            counted: joinable.count(ReaderKind::Mjpeg),
                         });
                         continue;
                     }
@@ -100,7 +100,11 @@ impl MjpegReader {
                         return None;
                     };
                     self.last_sent = Some(Instant::now());
-                    return Some(self.part(&jpeg));
+                    let part = self.part(&jpeg);
+                    if let Some(watching) = &self.watching {
+                        watching.counted.sent(part.len(), 1);
+                    }
+                    return Some(part);
                 }
                 changed = self.entry.changed() => {
                     // Restarted or replaced: watch the running one.

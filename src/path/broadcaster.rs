@@ -6,7 +6,7 @@
 //! the control side: it alone decides when the encoder forces a keyframe, and publishes the
 //! reader counts.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -19,6 +19,7 @@ use super::directory::Directory;
 use crate::frame::{AccessUnit, CaptureTime, RawFrame};
 use crate::jpeg::JpegCache;
 use crate::keyframe::{Decision, KeyframePolicy};
+use crate::metrics::{KeyframeReason, PathCounters};
 use crate::rtp::abs_capture_time;
 use crate::rtp::h264::{self, Packetizer};
 use crate::status::{ReaderKind, StatusBoard};
@@ -50,7 +51,8 @@ pub(crate) struct ParameterSets {
 pub(crate) struct Fanout {
     frames: broadcast::Sender<Arc<VideoFrame>>,
     packetizer: Mutex<Packetizer>,
-    force_keyframe: AtomicBool,
+    /// A keyframe is wanted, and why ([`KeyframeReason::code`]; 0: none).
+    force_keyframe: AtomicU8,
     /// The newest raw picture, while someone (a snapshot, an MJPEG reader) watches it.
     pictures: watch::Sender<Option<Arc<RawFrame>>>,
     /// The last picture compressed to JPEG, for all JPEG readers.
@@ -60,6 +62,20 @@ pub(crate) struct Fanout {
     /// Readers by kind (indexed by `ReaderKind as usize`). Apart from the fan-out, so that a
     /// reader's count does not keep a replaced path's fan-out (and its channels) alive.
     readers: Arc<ReaderCounts>,
+    /// What `/metrics` shows of the path; readers add what they send.
+    counters: Arc<PathCounters>,
+    /// The broadcaster running now, which publishes reader counts (it may have been restarted
+    /// since a reader joined).
+    current: Current,
+}
+
+type Current = Arc<Mutex<Option<ActorRef<BroadcasterMsg>>>>;
+
+/// Tells the current broadcaster that the reader counts changed.
+fn recount(current: &Current) {
+    if let Some(actor) = &*current.lock().unwrap_or_else(PoisonError::into_inner) {
+        let _ = actor.cast(BroadcasterMsg::Recount);
+    }
 }
 
 type ReaderCounts = [AtomicUsize; ReaderKind::COUNT];
@@ -69,11 +85,13 @@ impl Default for Fanout {
         Self {
             frames: broadcast::channel(RING_FRAMES).0,
             packetizer: Mutex::new(Packetizer::default()),
-            force_keyframe: AtomicBool::new(false),
+            force_keyframe: AtomicU8::new(0),
             pictures: watch::Sender::new(None),
             jpeg: Arc::default(),
             parameter_sets: Mutex::new(None),
             readers: Arc::default(),
+            counters: Arc::default(),
+            current: Arc::default(),
         }
     }
 }
@@ -92,6 +110,8 @@ impl Fanout {
         if unit.keyframe {
             self.remember_parameter_sets(&unit.data);
         }
+        self.counters
+            .ready_to_send_after(unit.capture.mono.elapsed());
         // No receivers is normal: the last viewer may have left since the encoder looked.
         let _ = self.frames.send(Arc::new(VideoFrame {
             keyframe: unit.keyframe,
@@ -102,7 +122,9 @@ impl Fanout {
         Ok(())
     }
 
-    fn remember_parameter_sets(&self, annexb: &[u8]) {
+    /// Keeps the SPS and PPS of a keyframe: for RTSP's DESCRIBE and WHEP's answer (the
+    /// profile sent), also of a camera's own H.264 nobody watches yet.
+    pub(super) fn remember_parameter_sets(&self, annexb: &[u8]) {
         let find = |kind| {
             h264::nal_units(annexb)
                 .find(|nal| h264::nal_type(nal) == kind)
@@ -143,6 +165,11 @@ impl Fanout {
         self.jpeg.prime(picture, jpeg);
     }
 
+    /// Drops the newest raw picture (an on-demand path going idle).
+    pub(super) fn forget_picture(&self) {
+        self.pictures.send_replace(None);
+    }
+
     /// Whether anyone reads raw pictures now.
     pub(super) fn pictures_wanted(&self) -> bool {
         self.pictures.receiver_count() > 0
@@ -152,15 +179,19 @@ impl Fanout {
         std::array::from_fn(|kind| self.readers[kind].load(Ordering::Relaxed))
     }
 
-    /// The encoder asks before each picture whether it must be a keyframe.
-    pub(super) fn take_keyframe_request(&self) -> bool {
-        self.force_keyframe.swap(false, Ordering::AcqRel)
+    /// The encoder asks before each picture whether it must be a keyframe, and why.
+    pub(super) fn take_keyframe_request(&self) -> Option<KeyframeReason> {
+        KeyframeReason::from_code(self.force_keyframe.swap(0, Ordering::AcqRel))
     }
 
     /// The next picture is encoded as a keyframe (the broadcaster's policy, and a camera that
     /// has just come back).
-    pub(super) fn request_keyframe(&self) {
-        self.force_keyframe.store(true, Ordering::Release);
+    pub(super) fn request_keyframe(&self, reason: KeyframeReason) {
+        self.force_keyframe.store(reason.code(), Ordering::Release);
+    }
+
+    pub(super) fn counters(&self) -> &Arc<PathCounters> {
+        &self.counters
     }
 }
 
@@ -170,7 +201,7 @@ pub(crate) enum BroadcasterMsg {
     /// The reader counts changed.
     Recount,
     /// A reader lost a keyframe's worth of data (PLI/FIR, or it lagged).
-    KeyframeWanted,
+    KeyframeWanted(KeyframeReason),
     /// The merged keyframe request scheduled by the policy is due.
     ScheduledKeyframe,
 }
@@ -187,14 +218,22 @@ pub(crate) struct Joinable {
 /// One reader counted on a path, until dropped (also when its task is cancelled or panics).
 pub(crate) struct Counted {
     readers: Arc<ReaderCounts>,
-    actor: ActorRef<BroadcasterMsg>,
+    current: Current,
     kind: ReaderKind,
+    counters: Arc<PathCounters>,
+}
+
+impl Counted {
+    /// What the reader sent, for the path's outbound traffic.
+    pub(crate) fn sent(&self, bytes: usize, packets: u64) {
+        self.counters.sent.add(bytes, packets);
+    }
 }
 
 impl Drop for Counted {
     fn drop(&mut self) {
         self.readers[self.kind as usize].fetch_sub(1, Ordering::Relaxed);
-        let _ = self.actor.cast(BroadcasterMsg::Recount);
+        recount(&self.current);
     }
 }
 
@@ -205,8 +244,9 @@ impl Joinable {
         let _ = self.actor.cast(BroadcasterMsg::Recount);
         Counted {
             readers: Arc::clone(&self.fanout.readers),
-            actor: self.actor.clone(),
+            current: Arc::clone(&self.fanout.current),
             kind,
+            counters: Arc::clone(&self.fanout.counters),
         }
     }
 
@@ -239,29 +279,42 @@ pub(super) struct BroadcasterArgs {
     pub board: StatusBoard,
     /// Viewers find this broadcaster here while it runs.
     pub directory: Directory,
+    /// Told the number of readers of every kind whenever it changes (an on-demand path starts
+    /// and stops its source by it).
+    pub readers_changed: Box<dyn Fn(usize) + Send + Sync>,
 }
 
 pub(super) struct BroadcasterState {
     args: BroadcasterArgs,
     policy: KeyframePolicy,
+    /// Why the scheduled keyframe is wanted (the latest request merged into it).
+    scheduled_reason: KeyframeReason,
+    /// The total last told through `readers_changed`.
+    told: Option<usize>,
 }
 
 impl BroadcasterState {
-    fn want_keyframe(&mut self, myself: &ActorRef<BroadcasterMsg>) {
+    fn want_keyframe(&mut self, myself: &ActorRef<BroadcasterMsg>, reason: KeyframeReason) {
         match self.policy.request(Instant::now()) {
-            Decision::Now => self.args.fanout.request_keyframe(),
+            Decision::Now => self.args.fanout.request_keyframe(reason),
             Decision::After(delay) => {
+                self.scheduled_reason = reason;
                 myself.send_after(delay, || BroadcasterMsg::ScheduledKeyframe);
             }
-            Decision::Merged => {}
+            Decision::Merged => self.scheduled_reason = reason,
         }
     }
 
-    fn publish_reader_counts(&self) {
+    fn publish_reader_counts(&mut self) {
         let counts = self.args.fanout.reader_counts();
         self.args.board.update_path(&self.args.path, |status| {
             status.set_readers(counts);
         });
+        let total = counts.iter().sum();
+        if self.told != Some(total) {
+            self.told = Some(total);
+            (self.args.readers_changed)(total);
+        }
     }
 }
 
@@ -280,6 +333,8 @@ impl Actor for Broadcaster {
         Ok(BroadcasterState {
             args,
             policy: KeyframePolicy::new(KEYFRAME_MIN_INTERVAL),
+            scheduled_reason: KeyframeReason::Join,
+            told: None,
         })
     }
 
@@ -288,6 +343,14 @@ impl Actor for Broadcaster {
         myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        *state
+            .args
+            .fanout
+            .current
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(myself.clone());
+        // Readers may have come or gone while no broadcaster ran (a restart).
+        state.publish_reader_counts();
         let joinable = Joinable {
             actor: myself,
             fanout: Arc::clone(&state.args.fanout),
@@ -304,14 +367,14 @@ impl Actor for Broadcaster {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             BroadcasterMsg::Joined => {
-                state.want_keyframe(&myself);
+                state.want_keyframe(&myself, KeyframeReason::Join);
                 state.publish_reader_counts();
             }
             BroadcasterMsg::Recount => state.publish_reader_counts(),
-            BroadcasterMsg::KeyframeWanted => state.want_keyframe(&myself),
+            BroadcasterMsg::KeyframeWanted(reason) => state.want_keyframe(&myself, reason),
             BroadcasterMsg::ScheduledKeyframe => {
                 if state.policy.fire(Instant::now()) {
-                    state.args.fanout.request_keyframe();
+                    state.args.fanout.request_keyframe(state.scheduled_reason);
                 }
             }
         }

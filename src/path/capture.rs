@@ -14,6 +14,7 @@ use super::offline::Switch;
 use super::worker::Work;
 use crate::config::PathConfig;
 use crate::handoff::Latest;
+use crate::metrics::KeyframeReason;
 use crate::source::{self, Captured, SourceError, SourceInfo};
 
 pub(super) struct CaptureArgs {
@@ -29,7 +30,7 @@ pub(super) struct CaptureArgs {
 pub(super) fn work(args: CaptureArgs) -> Work {
     Box::new(move |stop| {
         // Opening may block (a camera), so it happens on the thread, not in an actor.
-        let mut source = source::open(&args.config).map_err(|err| err.to_string())?;
+        let mut source = source::open(&args.config, stop).map_err(|err| err.to_string())?;
         info!(path = %args.config.name, "capture started");
         let CaptureArgs {
             handoff,
@@ -53,12 +54,13 @@ fn run(
     let mut first = true;
     while !stop.load(Ordering::Acquire) {
         let captured = source.next()?;
+        fanout.counters().captured();
         if first {
             first = false;
             switch.put_camera(handoff, captured);
             // After the put, so that no offline picture can take it: the keyframe is this
             // picture or, if the encoder already looked for a request, the next one.
-            fanout.request_keyframe();
+            fanout.request_keyframe(KeyframeReason::Source);
         } else {
             handoff.put(captured);
         }

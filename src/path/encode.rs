@@ -16,6 +16,7 @@ use crate::config::EncodingConfig;
 use crate::encoder::{Encoder, EncoderSettings};
 use crate::frame::{AccessUnit, RawFrame};
 use crate::handoff::{Latest, Taken};
+use crate::metrics::KeyframeReason;
 use crate::source::Captured;
 
 /// How often a thread with nothing to do checks whether it must stop.
@@ -110,6 +111,10 @@ fn run(args: &EncodeArgs, stop: &AtomicBool) -> Result<(), String> {
                 Input::Raw(frame)
             }
             Captured::H264(unit) => {
+                if unit.keyframe {
+                    // Known before anyone watches: the first viewer's answer names the profile.
+                    args.fanout.remember_parameter_sets(&unit.data);
+                }
                 let wanted = args.fanout.pictures_wanted();
                 if let Some(picture) = passthrough.push(&unit, wanted) {
                     args.fanout.offer_picture(&Arc::new(picture));
@@ -128,7 +133,12 @@ fn run(args: &EncodeArgs, stop: &AtomicBool) -> Result<(), String> {
             }
         }
         match captured {
-            Input::H264(unit) => args.fanout.publish(&unit)?,
+            Input::H264(unit) => {
+                if unit.keyframe {
+                    args.fanout.counters().keyframe(KeyframeReason::Interval);
+                }
+                args.fanout.publish(&unit)?;
+            }
             Input::Raw(frame) => {
                 let fits = encoder.as_ref().is_some_and(|e| {
                     (e.settings().width, e.settings().height) == (frame.width, frame.height)
@@ -136,7 +146,8 @@ fn run(args: &EncodeArgs, stop: &AtomicBool) -> Result<(), String> {
                 // Both taken, always: a join's request and the end of idling are one keyframe,
                 // not two in a row.
                 let requested = args.fanout.take_keyframe_request();
-                let mut force = std::mem::take(&mut idle) | requested;
+                let after_idle = std::mem::take(&mut idle);
+                let mut reason = requested.or(after_idle.then_some(KeyframeReason::Join));
                 if !fits {
                     let settings = settings_for(&encoding, &frame);
                     info!(path = %args.path, width = settings.width, height = settings.height,
@@ -144,15 +155,21 @@ fn run(args: &EncodeArgs, stop: &AtomicBool) -> Result<(), String> {
                     encoder = Some(Encoder::new(&settings).map_err(|err| {
                         format!("path {}: cannot create the H.264 encoder: {err}", args.path)
                     })?);
-                    force = true;
+                    reason = Some(KeyframeReason::Start);
                 }
                 let Some(encoder) = encoder.as_mut() else {
                     continue;
                 };
+                let started = std::time::Instant::now();
                 let unit = encoder
-                    .encode(&frame, force)
+                    .encode(&frame, reason.is_some())
                     .map_err(|err| format!("path {}: encoding failed: {err}", args.path))?;
+                let counters = args.fanout.counters();
+                counters.encoded_in(started.elapsed());
                 if let Some(unit) = unit {
+                    if unit.keyframe {
+                        counters.keyframe(reason.unwrap_or(KeyframeReason::Interval));
+                    }
                     args.fanout.publish(&unit)?;
                 }
             }

@@ -61,6 +61,12 @@ pub(crate) enum PathMsg {
     CaptureOpened(SourceInfo),
     /// The camera's device node (or link) appeared: restart the capture now if it is down.
     DeviceAppeared,
+    /// The path's readers of every kind now number this many (an on-demand path starts or
+    /// stops its source by it).
+    Readers(usize),
+    /// An on-demand path's `sourceOnDemandCloseAfter` has passed since its readers reached zero
+    /// (this many times): stop the source unless someone came since.
+    CloseIfUnread(u64),
 }
 
 pub(crate) struct PathArgs {
@@ -73,6 +79,7 @@ pub(crate) struct PathArgs {
 struct Running {
     child: Child,
     since: Instant,
+    cell: ActorCell,
 }
 
 pub(crate) struct PathActorState {
@@ -91,6 +98,15 @@ pub(crate) struct PathActorState {
     offline: Option<OfflineFeed>,
     /// Restarts the capture when a camera appears (v4l2 sources only).
     hotplug: Option<HotplugWatch>,
+    /// Readers of every kind, as the broadcaster last told.
+    readers: usize,
+    /// How many times the readers reached zero: a pending close is for the latest only.
+    unread_count: u64,
+    /// An on-demand path whose source is stopped until a reader comes.
+    idle: bool,
+    /// A capture stopped for want of readers that has not ended yet (it may still hold the
+    /// camera or its program): a reader who comes meanwhile starts the next one when it has.
+    stopping: Option<ActorId>,
 }
 
 pub(crate) struct PathActor;
@@ -162,11 +178,15 @@ impl PathActorState {
                 spawn_worker(format!("encode {name}"), work, Duration::ZERO, supervisor).await?
             }
             Child::Broadcaster => {
+                let path = myself.clone();
                 let args = BroadcasterArgs {
                     path: name.clone(),
                     fanout: Arc::clone(&self.fanout),
                     board: self.board.clone(),
                     directory: self.directory.clone(),
+                    readers_changed: Box::new(move |readers| {
+                        let _ = path.send_message(PathMsg::Readers(readers));
+                    }),
                 };
                 Actor::spawn_linked(None, Broadcaster, args, supervisor)
                     .await?
@@ -179,6 +199,7 @@ impl PathActorState {
             Running {
                 child,
                 since: Instant::now(),
+                cell,
             },
         );
         Ok(())
@@ -203,10 +224,62 @@ impl PathActorState {
             status.last_error = Some(format!("{:?}: {reason}", running.child));
         });
         let child = running.child;
+        self.fanout.counters().restarted(match child {
+            Child::Capture => "capture",
+            Child::Encoder => "encoder",
+            Child::Broadcaster => "broadcaster",
+        });
         if child == Child::Capture {
+            if !self.wants_source() {
+                self.go_idle();
+                return;
+            }
             self.show_offline();
         }
         myself.send_after(delay, move || PathMsg::Restart(child));
+    }
+
+    /// Whether the source should run: always, or for an on-demand path while someone reads.
+    fn wants_source(&self) -> bool {
+        !self.config.on_demand.enabled || self.readers > 0
+    }
+
+    /// An on-demand path with its source stopped: nothing captured, nothing encoded.
+    fn go_idle(&mut self) {
+        self.idle = true;
+        self.switch.go_offline();
+        self.offline = None;
+        // A snapshot must not be answered with a picture from before the path went idle.
+        self.fanout.forget_picture();
+        self.board.update_path(&self.name(), |status| {
+            status.state = PathState::Idle;
+        });
+    }
+
+    /// Stops the capture child on purpose (not a failure: no restart follows).
+    fn stop_capture(&mut self) {
+        let mut stopped = None;
+        self.children.retain(|id, running| {
+            let capture = running.child == Child::Capture;
+            if capture {
+                running.cell.stop(Some("no readers".into()));
+                stopped = Some(*id);
+            }
+            !capture
+        });
+        self.stopping = stopped.or(self.stopping);
+    }
+
+    /// Starts the capture for a reader, unless the last one is still stopping (then it starts
+    /// when that one has ended).
+    async fn start_capture_for_readers(&mut self, myself: &ActorRef<PathMsg>) {
+        if self.stopping.is_some() || self.is_running(Child::Capture) {
+            return;
+        }
+        if let Err(err) = self.start_child(myself, Child::Capture).await {
+            warn!(path = %self.name(), %err, "cannot start the source");
+            let _ = myself.send_message(PathMsg::Restart(Child::Capture));
+        }
     }
 
     fn is_running(&self, child: Child) -> bool {
@@ -296,14 +369,28 @@ impl Actor for PathActor {
             switch: Arc::new(Switch::default()),
             offline: None,
             hotplug: None,
+            readers: 0,
+            unread_count: 0,
+            idle: false,
+            stopping: None,
         };
+        state
+            .board
+            .set_counters(&name, Arc::clone(state.fanout.counters()));
         state.hotplug = watch_for_camera(&state.config, &myself);
         // Broadcaster first, so viewers can join before the first frame.
-        // "running" once the capture has opened its source (`CaptureOpened`).
-        for child in [Child::Broadcaster, Child::Encoder, Child::Capture] {
+        // "running" once the capture has opened its source (`CaptureOpened`); an on-demand
+        // path starts it when the first reader comes (`Readers`).
+        for child in [Child::Broadcaster, Child::Encoder] {
             state.start_child(&myself, child).await?;
         }
-        info!(path = %name, source = %crate::source::describe(&state.config), "path started");
+        if state.config.on_demand.enabled {
+            state.go_idle();
+        } else {
+            state.start_child(&myself, Child::Capture).await?;
+        }
+        info!(path = %name, source = %crate::source::describe(&state.config),
+              on_demand = state.config.on_demand.enabled, "path started");
         Ok(state)
     }
 
@@ -316,8 +403,13 @@ impl Actor for PathActor {
         match message {
             PathMsg::Restart(child) => {
                 let path = state.name();
-                // A camera that appeared may have restarted it before its backoff ran out.
+                // A camera that appeared may have restarted it before its backoff ran out; an
+                // on-demand path may have lost its readers meanwhile.
                 if state.is_running(child) {
+                    return Ok(());
+                }
+                if child == Child::Capture && !state.wants_source() {
+                    state.go_idle();
                     return Ok(());
                 }
                 if let Err(err) = state.start_child(&myself, child).await {
@@ -328,11 +420,17 @@ impl Actor for PathActor {
                     });
                     return Err(err);
                 }
-                // A restarted capture is running once its source is open.
-                if child != Child::Capture && state.children.len() == 3 {
-                    state.board.update_path(&path, |status| {
-                        status.state = PathState::Running;
-                    });
+                // A restarted capture is running once its source is open; an on-demand path
+                // nobody reads is idle again.
+                if child != Child::Capture {
+                    let now = if state.idle {
+                        Some(PathState::Idle)
+                    } else {
+                        (state.children.len() == 3).then_some(PathState::Running)
+                    };
+                    if let Some(now) = now {
+                        state.board.update_path(&path, |status| status.state = now);
+                    }
                 }
                 info!(%path, ?child, "path child restarted");
             }
@@ -356,9 +454,38 @@ impl Actor for PathActor {
                 });
             }
             PathMsg::DeviceAppeared => {
-                if !state.is_running(Child::Capture) {
+                if !state.is_running(Child::Capture) && state.wants_source() {
                     info!(path = %state.name(), "camera appeared; restarting the capture now");
                     myself.send_after(HOTPLUG_SETTLE, || PathMsg::Restart(Child::Capture));
+                }
+            }
+            PathMsg::Readers(readers) => {
+                state.readers = readers;
+                let on_demand = state.config.on_demand;
+                if !on_demand.enabled {
+                    return Ok(());
+                }
+                if readers == 0 {
+                    state.unread_count += 1;
+                    let count = state.unread_count;
+                    myself.send_after(on_demand.close_after, move || PathMsg::CloseIfUnread(count));
+                } else if state.idle {
+                    // Answered at once: the viewer sees the offline picture until the source's
+                    // first picture, which comes with a keyframe.
+                    info!(path = %state.name(), readers, "a reader came: starting the source");
+                    state.idle = false;
+                    state.show_offline();
+                    state.board.update_path(&state.name(), |status| {
+                        status.state = PathState::Starting;
+                    });
+                    state.start_capture_for_readers(&myself).await;
+                }
+            }
+            PathMsg::CloseIfUnread(count) => {
+                if count == state.unread_count && state.readers == 0 {
+                    info!(path = %state.name(), "no readers: stopping the source");
+                    state.stop_capture();
+                    state.go_idle();
                 }
             }
         }
@@ -371,6 +498,20 @@ impl Actor for PathActor {
         event: SupervisionEvent,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        let ended = match &event {
+            SupervisionEvent::ActorFailed(cell, _)
+            | SupervisionEvent::ActorTerminated(cell, ..) => Some(cell.get_id()),
+            _ => None,
+        };
+        if ended.is_some() && ended == state.stopping {
+            // The capture stopped for want of readers has ended: if readers came meanwhile,
+            // their source starts now.
+            state.stopping = None;
+            if !state.idle {
+                state.start_capture_for_readers(&myself).await;
+            }
+            return Ok(());
+        }
         match event {
             SupervisionEvent::ActorFailed(cell, err) => {
                 state.child_ended(&myself, cell.get_id(), err.to_string());

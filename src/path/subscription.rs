@@ -14,6 +14,7 @@ use ractor::ActorRef;
 use super::broadcaster::{BroadcasterMsg, Counted, VideoFrame};
 use super::directory::{Directory, Entry};
 use crate::keyframe::RequestLimit;
+use crate::metrics::KeyframeReason;
 use crate::status::ReaderKind;
 
 /// One reader's keyframe requests (PLI, FIR, lagging) count at most this often: a reader
@@ -30,7 +31,7 @@ pub(crate) enum Event {
 struct Joined {
     broadcaster: ActorRef<BroadcasterMsg>,
     frames: broadcast::Receiver<Arc<VideoFrame>>,
-    _counted: Counted,
+    counted: Counted,
 }
 
 pub(crate) struct Subscription {
@@ -73,7 +74,7 @@ impl Subscription {
                     Err(broadcast::error::RecvError::Lagged(skipped)) => {
                         debug!(path = %self.path, skipped, "reader lagged; waiting for a keyframe");
                         self.waiting_for_keyframe = true;
-                        self.want_keyframe();
+                        self.ask_for_keyframe(KeyframeReason::Lag);
                     }
                     Err(broadcast::error::RecvError::Closed) => {
                         info!(path = %self.path, "path went away; reader waits for it");
@@ -91,7 +92,7 @@ impl Subscription {
                     self.joined = Some(Joined {
                         broadcaster: joinable.actor.clone(),
                         frames,
-                        _counted: counted,
+                        counted,
                     });
                     self.waiting_for_keyframe = true;
                     info!(path = %self.path, kind = ?self.kind, "reader joined the path");
@@ -109,10 +110,23 @@ impl Subscription {
 
     /// Asks for a keyframe (a PLI or FIR from the reader), at most once a second.
     pub(crate) fn want_keyframe(&mut self) {
+        self.ask_for_keyframe(KeyframeReason::Pli);
+    }
+
+    fn ask_for_keyframe(&mut self, reason: KeyframeReason) {
         if let Some(joined) = &self.joined
             && self.keyframe_requests.allow(Instant::now())
         {
-            let _ = joined.broadcaster.cast(BroadcasterMsg::KeyframeWanted);
+            let _ = joined
+                .broadcaster
+                .cast(BroadcasterMsg::KeyframeWanted(reason));
+        }
+    }
+
+    /// What the reader sent, for the path's outbound traffic (nothing while the path is away).
+    pub(crate) fn sent(&self, bytes: usize, packets: u64) {
+        if let Some(joined) = &self.joined {
+            joined.counted.sent(bytes, packets);
         }
     }
 }

@@ -13,7 +13,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tracing::warn;
 
 /// What the thread does: runs until it fails or the flag says stop.
-pub(super) type Work = Box<dyn FnOnce(&AtomicBool) -> Result<(), String> + Send>;
+pub(super) type Work = Box<dyn FnOnce(&Arc<AtomicBool>) -> Result<(), String> + Send>;
 
 pub(super) struct WorkerArgs {
     /// The thread's name (in `top -H`, panics and logs), e.g. `capture cam`.
@@ -133,8 +133,9 @@ mod tests {
     #[tokio::test]
     async fn a_failing_or_panicking_thread_fails_its_actor() {
         for work in [
-            Box::new(|_: &AtomicBool| Err("camera gone".to_owned())) as Work,
-            Box::new(|_: &AtomicBool| -> Result<(), String> { panic!("driver state") }) as Work,
+            Box::new(|_: &Arc<AtomicBool>| Err("camera gone".to_owned())) as Work,
+            Box::new(|_: &Arc<AtomicBool>| -> Result<(), String> { panic!("driver state") })
+                as Work,
         ] {
             let actor = run(work).await;
             let status =
@@ -146,7 +147,7 @@ mod tests {
     #[tokio::test]
     async fn stopping_ends_the_thread() {
         let (done_tx, done_rx) = std::sync::mpsc::channel();
-        let actor = run(Box::new(move |stop: &AtomicBool| {
+        let actor = run(Box::new(move |stop: &Arc<AtomicBool>| {
             while !stop.load(Ordering::Acquire) {
                 std::thread::sleep(Duration::from_millis(5));
             }

@@ -131,6 +131,8 @@ impl Media {
             return;
         }
         // Counted once sent: the reports tell what the reader could have received.
+        let bytes: usize = packets.iter().map(Vec::len).sum();
+        self.subscription.sent(bytes, packets.len() as u64);
         self.packets = self.packets.wrapping_add(packets.len() as u32);
         let octets: usize = frame.payloads.iter().map(|p| p.len()).sum();
         self.octets = self.octets.wrapping_add(octets as u32);

@@ -1,11 +1,15 @@
 //! Where a path's pictures come from. Every source runs on a thread of its own and blocks in
 //! [`Source::next`]; the capture child moves what it yields into a newest-frame-wins hand-off.
 
+pub(crate) mod exec;
 pub(crate) mod file;
 pub(crate) mod font;
 mod pacer;
 pub(crate) mod testsrc;
 pub(crate) mod v4l2;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use crate::config::{DeviceSelector, PathConfig, SourceConfig};
 use crate::frame::{AccessUnit, RawFrame};
@@ -48,8 +52,12 @@ pub(crate) trait Source: Send + 'static {
     }
 }
 
-/// Opens the source a path is configured with.
-pub(crate) fn open(config: &PathConfig) -> Result<Box<dyn Source>, SourceError> {
+/// Opens the source a path is configured with. `stop` is the capture thread's stop flag, for a
+/// source whose `next` may wait long (a program's output).
+pub(crate) fn open(
+    config: &PathConfig,
+    stop: &Arc<AtomicBool>,
+) -> Result<Box<dyn Source>, SourceError> {
     let encoding = &config.encoding;
     match &config.source {
         SourceConfig::TestSrc => Ok(Box::new(testsrc::TestSrc::new(
@@ -64,6 +72,12 @@ pub(crate) fn open(config: &PathConfig) -> Result<Box<dyn Source>, SourceError> 
             encoding.height,
             encoding.fps,
         )?)),
+        SourceConfig::Exec(exec) => Ok(Box::new(exec::ExecSource::open(
+            config.name.as_str(),
+            exec,
+            encoding,
+            Arc::clone(stop),
+        )?)),
     }
 }
 
@@ -73,6 +87,7 @@ pub(crate) fn describe(config: &PathConfig) -> String {
         SourceConfig::TestSrc => "testsrc".to_owned(),
         SourceConfig::V4l2(v4l2) => format!("v4l2 {}", describe_device(&v4l2.device)),
         SourceConfig::File(file) => format!("file {}", file.path.display()),
+        SourceConfig::Exec(exec) => format!("exec {}", exec::program_name(&exec.command)),
     }
 }
 

@@ -29,8 +29,10 @@ use tracing::{info, warn};
 
 use crate::auth::Access;
 use crate::config::IceServer;
-use crate::path::Directory;
+use crate::metrics::Traffic;
+use crate::path::{Directory, Entry};
 use crate::status::StatusBoard;
+use offer::StreamProfile;
 use peer::{AnswerError, IceAddresses};
 use sessions::Session;
 use udp_mux::UdpMux;
@@ -118,6 +120,18 @@ fn ice_server_links(servers: &[IceServer]) -> Vec<HeaderValue> {
         .collect()
 }
 
+/// The `profile-level-id` of what the path sends, from its last SPS; until it sent one, what
+/// the encoder makes (a camera's own H.264 is known once the camera delivered a keyframe).
+fn stream_profile(whep: &Whep, path: &str) -> StreamProfile {
+    match &*whep.directory.watch(path).borrow() {
+        Entry::Running(joinable) => joinable
+            .parameter_sets()
+            .and_then(|sets| StreamProfile::from_sps(&sets.sps))
+            .unwrap_or(StreamProfile::DEFAULT),
+        _ => StreamProfile::DEFAULT,
+    }
+}
+
 pub(crate) async fn post_offer(
     State(whep): State<Whep>,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
@@ -147,7 +161,8 @@ pub(crate) async fn post_offer(
     let Ok(offer) = String::from_utf8(body.to_vec()) else {
         return plain(StatusCode::BAD_REQUEST, "the SDP offer is not UTF-8 text");
     };
-    let answered = match peer::answer(offer, &whep.addresses) {
+    let stream = stream_profile(&whep, &path);
+    let answered = match peer::answer(offer, &whep.addresses, stream) {
         Ok(answered) => answered,
         Err(AnswerError::Internal(err)) => {
             warn!(%path, %err, "cannot answer a WHEP offer");
@@ -167,6 +182,7 @@ pub(crate) async fn post_offer(
         })
     };
     let connected = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(Traffic::default());
     let args = ViewerArgs {
         id: id.clone(),
         path: path.clone(),
@@ -176,6 +192,7 @@ pub(crate) async fn post_offer(
         mux: Arc::clone(&whep.mux),
         directory: whep.directory.clone(),
         on_stop: forget,
+        sent: Arc::clone(&sent),
     };
     let viewer = match Actor::spawn_linked(None, Viewer, args, whep.root.clone()).await {
         Ok((viewer, _)) => viewer,
@@ -194,6 +211,7 @@ pub(crate) async fn post_offer(
             viewer,
             client,
             connected,
+            sent,
         },
     );
 

@@ -9,21 +9,55 @@ use rtc::sdp::description::session::SessionDescription;
 /// RFC 8839 §5.4: an ICE ufrag or password is at most 256 characters; browsers send 4–32.
 const MAX_ICE_CREDENTIAL: usize = 256;
 
-/// The H.264 that camportal sends: Constrained Baseline, packetization-mode 1. A receiver that
-/// offers Baseline (`42 00`) or Constrained Baseline (`42 e0`) decodes it; Chromium offers both.
-pub(super) const H264_FMTP: [&str; 2] = [
-    "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f",
-    "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42001f",
-];
+/// What the path's H.264 is: the three bytes of `profile-level-id` (profile_idc, the constraint
+/// flags, level_idc), as its SPS says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct StreamProfile(pub [u8; 3]);
+
+impl StreamProfile {
+    /// Until the path's SPS is known: what openh264 makes, Constrained Baseline, level 3.1.
+    pub(crate) const DEFAULT: StreamProfile = StreamProfile([0x42, 0xe0, 0x1f]);
+
+    /// From an SPS NAL unit (header byte first).
+    pub(crate) fn from_sps(sps: &[u8]) -> Option<StreamProfile> {
+        Some(StreamProfile([*sps.get(1)?, *sps.get(2)?, *sps.get(3)?]))
+    }
+
+    /// Whether a receiver that offered `offered` (profile_idc, constraint flags) decodes this
+    /// stream: same profile, and every constraint it asks for holds in the stream. Baseline
+    /// receivers (`42 00`) decode Constrained Baseline (`42 e0`); a Constrained High receiver
+    /// (`64 0c`) does not decode High with B-frames (`64 00`).
+    fn decodable_by(self, offered: [u8; 2]) -> bool {
+        let [profile, constraints, _] = self.0;
+        offered[0] == profile && offered[1] & !constraints == 0
+    }
+
+    fn name(self) -> &'static str {
+        match self.0[0] {
+            66 if self.0[1] & 0x40 != 0 => "Constrained Baseline",
+            66 => "Baseline",
+            77 => "Main",
+            88 => "Extended",
+            100 => "High",
+            _ => "a profile browsers rarely decode",
+        }
+    }
+}
+
+/// The H.264 format of the offer the stream goes out in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Chosen {
+    pub payload_type: u8,
+    /// For the answer: the profile and constraints the receiver offered (so the format matches
+    /// it, RFC 6184 §8.2.2), with the stream's level.
+    pub fmtp: String,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum OfferError {
     #[error("malformed SDP offer: {0}")]
     Malformed(String),
-    #[error(
-        "the offer has no video that camportal can send: it needs H.264 with \
-         packetization-mode=1 and profile-level-id 42e0xx or 4200xx ({0})"
-    )]
+    #[error("the offer has no video that camportal can send: {0}")]
     NoUsableVideo(String),
     /// Well-formed, with H.264, but a session it describes could never carry video to the
     /// viewer.
@@ -31,8 +65,9 @@ pub(crate) enum OfferError {
     Unworkable(String),
 }
 
-/// Checks the offer; on success returns the payload type of the H.264 format it will be sent in.
-pub(super) fn check_offer(sdp: &str) -> Result<u8, OfferError> {
+/// Checks the offer against the stream the path sends; on success returns the H.264 format the
+/// stream will be sent in.
+pub(super) fn check_offer(sdp: &str, stream: StreamProfile) -> Result<Chosen, OfferError> {
     let session = SessionDescription::unmarshal(&mut Cursor::new(sdp.as_bytes()))
         .map_err(|err| OfferError::Malformed(err.to_string()))?;
     let videos: Vec<_> = session
@@ -45,22 +80,33 @@ pub(super) fn check_offer(sdp: &str) -> Result<u8, OfferError> {
     }
     let mut seen = Vec::new();
     for media in videos {
-        if let Some(payload_type) = sendable_h264(media, &mut seen) {
+        if let Some(chosen) = sendable_h264(media, stream, &mut seen) {
             check_transport(&session, media)?;
-            return Ok(payload_type);
+            return Ok(chosen);
         }
     }
     seen.dedup();
-    Err(OfferError::NoUsableVideo(if seen.is_empty() {
-        "no codecs offered".into()
-    } else {
-        format!("offered: {}", seen.join(", "))
-    }))
+    let [profile, constraints, level] = stream.0;
+    Err(OfferError::NoUsableVideo(format!(
+        "the path sends H.264 {} (profile-level-id {profile:02x}{constraints:02x}{level:02x}), \
+         which needs H.264 with packetization-mode=1 and profile-level-id {profile:02x}xxxx \
+         ({})",
+        stream.name(),
+        if seen.is_empty() {
+            "no codecs offered".to_owned()
+        } else {
+            format!("offered: {}", seen.join(", "))
+        }
+    )))
 }
 
-/// The first H.264 format of a video section that camportal can send; the others it saw are
+/// The first H.264 format of a video section that can carry `stream`; the others it saw are
 /// added to `seen`, for the error.
-fn sendable_h264(media: &MediaDescription, seen: &mut Vec<String>) -> Option<u8> {
+fn sendable_h264(
+    media: &MediaDescription,
+    stream: StreamProfile,
+    seen: &mut Vec<String>,
+) -> Option<Chosen> {
     let codecs = media.codecs();
     for format in &media.media_name.formats {
         let Ok(payload_type) = format.parse::<u8>() else {
@@ -73,8 +119,16 @@ fn sendable_h264(media: &MediaDescription, seen: &mut Vec<String>) -> Option<u8>
             seen.push(codec.name.clone());
             continue;
         }
-        if is_sendable_h264(&codec.fmtp) {
-            return Some(payload_type);
+        if let Some(offered) = sendable_profile(&codec.fmtp, stream) {
+            let level = stream.0[2];
+            return Some(Chosen {
+                payload_type,
+                fmtp: format!(
+                    "level-asymmetry-allowed=1;packetization-mode=1;\
+                     profile-level-id={:02x}{:02x}{level:02x}",
+                    offered[0], offered[1]
+                ),
+            });
         }
         seen.push(format!("H264 {}", codec.fmtp));
     }
@@ -139,7 +193,8 @@ fn check_transport(
     Ok(())
 }
 
-fn is_sendable_h264(fmtp: &str) -> bool {
+/// The offered profile_idc and constraint flags, if this format can carry `stream`.
+fn sendable_profile(fmtp: &str, stream: StreamProfile) -> Option<[u8; 2]> {
     let mut packetization_mode = "0";
     let mut profile = "";
     for parameter in fmtp.split(';') {
@@ -149,8 +204,10 @@ fn is_sendable_h264(fmtp: &str) -> bool {
             _ => {}
         }
     }
-    let profile = profile.to_ascii_lowercase();
-    packetization_mode == "1" && (profile.starts_with("42e0") || profile.starts_with("4200"))
+    let hex = |at: usize| u8::from_str_radix(profile.get(at..at + 2)?, 16).ok();
+    let offered = [hex(0)?, hex(2)?];
+    (packetization_mode == "1" && profile.len() == 6 && stream.decodable_by(offered))
+        .then_some(offered)
 }
 
 #[cfg(test)]
@@ -166,9 +223,54 @@ mod tests {
         a=recvonly\r\na=rtpmap:96 VP8/90000\r\na=rtpmap:102 H264/90000\r\n\
         a=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n";
 
+    const CB: StreamProfile = StreamProfile::DEFAULT;
+
+    /// Chromium's H.264 formats (as it offers them), the stream of each profile must pick its own.
+    const CHROMIUM: &str = "m=video 9 UDP/TLS/RTP/SAVPF 102 106 108 112 127\r\n\
+        c=IN IP4 0.0.0.0\r\na=ice-ufrag:abcd\r\na=ice-pwd:0123456789abcdef012345\r\n\
+        a=setup:actpass\r\na=recvonly\r\n\
+        a=rtpmap:102 H264/90000\r\na=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42001f\r\n\
+        a=rtpmap:106 H264/90000\r\na=fmtp:106 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n\
+        a=rtpmap:108 H264/90000\r\na=fmtp:108 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=4d001f\r\n\
+        a=rtpmap:112 H264/90000\r\na=fmtp:112 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=64001f\r\n\
+        a=rtpmap:127 H264/90000\r\na=fmtp:127 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=640c1f\r\n";
+
+    #[test]
+    fn the_answer_describes_the_stream_sent() {
+        let pick = |stream: [u8; 3]| {
+            check_offer(&offer(CHROMIUM), StreamProfile(stream)).map(|c| {
+                (
+                    c.payload_type,
+                    c.fmtp.rsplit('=').next().unwrap_or("").to_owned(),
+                )
+            })
+        };
+        // Constrained Baseline: the Baseline format comes first and decodes it; the level is
+        // the stream's.
+        assert_eq!(pick([0x42, 0xe0, 0x28]), Ok((102, "420028".into())));
+        // Main with constraint_set1 (as x264 writes it): the Main format.
+        assert_eq!(pick([0x4d, 0x40, 0x1f]), Ok((108, "4d001f".into())));
+        // High with B-frames: not the Constrained High format.
+        assert_eq!(pick([0x64, 0x00, 0x28]), Ok((112, "640028".into())));
+        // A profile nobody offered: a clear refusal.
+        let err = pick([0x6e, 0x00, 0x1f]).unwrap_err().to_string();
+        assert!(
+            err.contains("profile-level-id 6e001f") && err.contains("offered: H264"),
+            "{err}"
+        );
+        assert_eq!(
+            StreamProfile::from_sps(&[0x67, 0x4d, 0x40, 0x1f, 0xaa]),
+            Some(StreamProfile([0x4d, 0x40, 0x1f]))
+        );
+        assert_eq!(StreamProfile::from_sps(&[0x67, 0x4d]), None);
+    }
+
     #[test]
     fn picks_constrained_baseline_h264() {
-        assert_eq!(check_offer(&offer(H264_42E01F)), Ok(102));
+        assert_eq!(
+            check_offer(&offer(H264_42E01F), CB).map(|c| c.payload_type),
+            Ok(102)
+        );
     }
 
     #[test]
@@ -176,7 +278,7 @@ mod tests {
         let audio =
             "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=rtpmap:111 opus/48000/2\r\n";
         assert_eq!(
-            check_offer(&offer(&format!("{audio}{H264_42E01F}"))),
+            check_offer(&offer(&format!("{audio}{H264_42E01F}")), CB).map(|c| c.payload_type),
             Ok(102)
         );
     }
@@ -184,7 +286,7 @@ mod tests {
     #[test]
     fn rejects_vp8_only_with_reason() {
         let vp8 = "m=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=rtpmap:96 VP8/90000\r\n";
-        let err = check_offer(&offer(vp8)).unwrap_err();
+        let err = check_offer(&offer(vp8), CB).unwrap_err();
         assert!(err.to_string().contains("offered: VP8"), "{err}");
     }
 
@@ -194,7 +296,7 @@ mod tests {
             a=rtpmap:100 H264/90000\r\na=fmtp:100 packetization-mode=1;profile-level-id=64001f\r\n\
             a=rtpmap:101 H264/90000\r\na=fmtp:101 packetization-mode=0;profile-level-id=42e01f\r\n";
         assert!(matches!(
-            check_offer(&offer(high)),
+            check_offer(&offer(high), CB),
             Err(OfferError::NoUsableVideo(_))
         ));
     }
@@ -204,11 +306,11 @@ mod tests {
         let audio =
             "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=rtpmap:111 opus/48000/2\r\n";
         assert!(matches!(
-            check_offer(&offer(audio)),
+            check_offer(&offer(audio), CB),
             Err(OfferError::NoUsableVideo(_))
         ));
         assert!(matches!(
-            check_offer("hello"),
+            check_offer("hello", CB),
             Err(OfferError::Malformed(_))
         ));
     }
@@ -225,7 +327,7 @@ mod tests {
         ];
         for (from, to, reason) in cases {
             let sdp = offer(&H264_42E01F.replacen(from, to, 1));
-            match check_offer(&sdp) {
+            match check_offer(&sdp, CB) {
                 Err(err @ OfferError::Unworkable(_)) => {
                     assert!(err.to_string().contains(reason), "{reason}: {err}");
                 }
@@ -234,7 +336,7 @@ mod tests {
         }
         let long_ufrag = format!("a=ice-ufrag:{}", "u".repeat(60_000));
         let sdp = offer(&H264_42E01F.replacen("a=ice-ufrag:abcd", &long_ufrag, 1));
-        let err = check_offer(&sdp).unwrap_err();
+        let err = check_offer(&sdp, CB).unwrap_err();
         assert!(err.to_string().contains("60000 bytes"), "{err}");
         // Session-level attributes count too.
         let session_level = format!(
@@ -242,7 +344,7 @@ mod tests {
             H264_42E01F.replacen("a=setup:actpass\r\n", "", 1)
         );
         assert!(matches!(
-            check_offer(&session_level),
+            check_offer(&session_level, CB),
             Err(OfferError::Unworkable(_))
         ));
     }

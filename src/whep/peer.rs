@@ -25,7 +25,7 @@ use rtc::rtp_transceiver::rtp_sender::{
 };
 
 use super::feedback::KeyframeFeedback;
-use super::offer::{H264_FMTP, OfferError, check_offer};
+use super::offer::{Chosen, OfferError, StreamProfile, check_offer};
 use crate::rtp::abs_capture_time;
 
 /// A viewer that sends nothing (no consent check, no RTCP) for this long is disconnected…
@@ -84,8 +84,8 @@ fn internal(err: impl std::fmt::Display) -> AnswerError {
     AnswerError::Internal(err.to_string())
 }
 
-/// The H.264 camportal sends, in both forms a browser may offer (see `offer::H264_FMTP`).
-fn h264_codecs() -> Vec<RTCRtpCodecParameters> {
+/// The H.264 the path sends, in the format of the offer chosen for it (see `offer.rs`).
+fn h264_codec(chosen: &Chosen) -> RTCRtpCodecParameters {
     let feedback = [("nack", ""), ("nack", "pli"), ("ccm", "fir")]
         .into_iter()
         .map(|(typ, parameter)| RTCPFeedback {
@@ -93,32 +93,31 @@ fn h264_codecs() -> Vec<RTCRtpCodecParameters> {
             parameter: parameter.into(),
         })
         .collect::<Vec<_>>();
-    H264_FMTP
-        .iter()
-        .zip([102u8, 106])
-        .map(|(fmtp, payload_type)| RTCRtpCodecParameters {
-            rtp_codec: RTCRtpCodec {
-                mime_type: MIME_TYPE_H264.to_owned(),
-                clock_rate: 90_000,
-                channels: 0,
-                sdp_fmtp_line: (*fmtp).to_owned(),
-                rtcp_feedback: feedback.clone(),
-            },
-            payload_type,
-        })
-        .collect()
+    RTCRtpCodecParameters {
+        rtp_codec: RTCRtpCodec {
+            mime_type: MIME_TYPE_H264.to_owned(),
+            clock_rate: 90_000,
+            channels: 0,
+            sdp_fmtp_line: chosen.fmtp.clone(),
+            rtcp_feedback: feedback,
+        },
+        payload_type: chosen.payload_type,
+    }
 }
 
-pub(crate) fn answer(offer_sdp: String, addresses: &IceAddresses) -> Result<Answered, AnswerError> {
-    check_offer(&offer_sdp)?;
+/// Answers `offer_sdp` for a path whose H.264 is `stream` (its `profile-level-id`).
+pub(crate) fn answer(
+    offer_sdp: String,
+    addresses: &IceAddresses,
+    stream: StreamProfile,
+) -> Result<Answered, AnswerError> {
+    let chosen = check_offer(&offer_sdp, stream)?;
     let now = Instant::now();
 
     let mut media_engine = MediaEngine::default();
-    for codec in h264_codecs() {
-        media_engine
-            .register_codec(codec, RtpCodecKind::Video)
-            .map_err(internal)?;
-    }
+    media_engine
+        .register_codec(h264_codec(&chosen), RtpCodecKind::Video)
+        .map_err(internal)?;
     // Answered only if offered: then receivers know each picture's capture time.
     media_engine
         .register_header_extension(
@@ -167,11 +166,7 @@ pub(crate) fn answer(offer_sdp: String, addresses: &IceAddresses) -> Result<Answ
 
     let ssrc = rand::random::<u32>();
     let id = Alphanumeric.sample_string(&mut rng, 12);
-    let codec = h264_codecs()
-        .into_iter()
-        .next()
-        .ok_or_else(|| internal("no codec"))?
-        .rtp_codec;
+    let codec = h264_codec(&chosen).rtp_codec;
     let track = MediaStreamTrack::new(
         format!("camportal-{id}"),
         format!("video-{id}"),

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use ractor::ActorRef;
 
 use super::viewer::ViewerMsg;
+use crate::metrics::Traffic;
 
 #[derive(Clone)]
 pub(crate) struct Session {
@@ -19,6 +20,8 @@ pub(crate) struct Session {
     pub client: IpAddr,
     /// Set by the viewer once ICE and DTLS are done; until then the session is pending.
     pub connected: Arc<AtomicBool>,
+    /// What the viewer sent (`/metrics`).
+    pub sent: Arc<Traffic>,
 }
 
 /// Sessions not yet connected: from one client address, and in all.

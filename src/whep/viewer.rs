@@ -24,6 +24,7 @@ use tracing::{debug, info, warn};
 use super::feedback::asks_for_keyframe;
 use super::peer::Answered;
 use super::udp_mux::{Inbound, UdpMux};
+use crate::metrics::Traffic;
 use crate::path::{Directory, Event, Subscription, VideoFrame};
 use crate::status::ReaderKind;
 
@@ -53,6 +54,8 @@ pub(super) struct ViewerArgs {
     pub directory: Directory,
     /// Called once the viewer has stopped (the session registry forgets it).
     pub on_stop: Box<dyn FnOnce() + Send>,
+    /// What this session sent (`/metrics`).
+    pub sent: Arc<Traffic>,
 }
 
 pub(super) struct ViewerState {
@@ -95,6 +98,7 @@ impl Actor for Viewer {
             rtp_offset: rand::random(),
             subscription: Subscription::new(&args.directory, &args.path, ReaderKind::Webrtc),
             connected: args.connected,
+            sent: args.sent,
         };
         let task = tokio::spawn(async move {
             let reason = link.run(inbox, stop_rx).await;
@@ -168,6 +172,8 @@ struct Link {
     subscription: Subscription,
     /// Shared with the session registry: set once ICE and DTLS are done.
     connected: Arc<AtomicBool>,
+    /// What this session sent (`/metrics`).
+    sent: Arc<Traffic>,
 }
 
 impl Link {
@@ -289,6 +295,8 @@ impl Link {
                 debug!(path = %self.path, %err, "RTP write failed");
                 return;
             }
+            self.sent.add(0, 1);
+            self.subscription.sent(0, 1);
         }
         self.flush();
     }
@@ -296,6 +304,8 @@ impl Link {
     fn flush(&mut self) {
         while let Some(out) = self.pc.poll_write() {
             self.mux.send_to(&out.message, out.transport.peer_addr);
+            self.sent.add(out.message.len(), 0);
+            self.subscription.sent(out.message.len(), 0);
         }
     }
 }

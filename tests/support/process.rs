@@ -23,7 +23,18 @@ impl DaemonProcess {
     /// Starts the binary on `http_address` and `udp_address` (`127.0.0.1:0` lets the kernel
     /// choose) and waits until it announces its HTTP address, which it does once it listens.
     pub fn spawn(config_dir: &Path, http_address: &str, udp_address: &str) -> DaemonProcess {
+        Self::spawn_with_env(config_dir, http_address, udp_address, &[])
+    }
+
+    /// [`DaemonProcess::spawn`] with extra environment variables (`NOTIFY_SOCKET`, ...).
+    pub fn spawn_with_env(
+        config_dir: &Path,
+        http_address: &str,
+        udp_address: &str,
+        env: &[(&str, &str)],
+    ) -> DaemonProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_camportal"))
+            .envs(env.iter().copied())
             .arg("--config-dir")
             .arg(config_dir)
             .args(["--http-address", http_address])

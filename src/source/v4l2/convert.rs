@@ -2,11 +2,44 @@
 //! libjpeg-turbo's decompress-to-YUV (webcams send 4:2:2, brought to 4:2:0 here), NV12 by
 //! splitting its interleaved chroma (the `yuv` crate has no NV12→I420; it is one pass of plain
 //! copies the compiler vectorises).
+//!
+//! Ranges: H.264 from camportal signals no colour range, so every decoder takes it as limited
+//! ("TV", luma 16–235, chroma 16–240). YUYV and NV12 cameras deliver limited range already and
+//! are passed on as they are. JPEG is full range (0–255): decoded MJPEG is brought to limited
+//! range here, in the same pass that lays out its planes, or every viewer would see shadows and
+//! highlights clipped and contrast and saturation raised (~16 %, ~14 %).
 
 use turbojpeg::{Decompressor, Subsamp, YuvImage};
 use yuv::{BufferStoreMut, YuvPackedImage, YuvPlanarImageMut};
 
 use crate::frame::RawFrame;
+
+/// Full-range luma (JPEG) → limited range: 0..=255 onto 16..=235, rounded.
+const LUMA_TO_LIMITED: [u8; 256] = range_table(16, 219);
+/// Full-range chroma → limited range: 0..=255 around 128 onto 16..=240, rounded.
+const CHROMA_TO_LIMITED: [u8; 256] = range_table(0, 0);
+
+/// `offset + v * scale / 255` for luma; for chroma (`scale` 0), `128 + (v - 128) * 224 / 255`.
+const fn range_table(offset: u32, scale: u32) -> [u8; 256] {
+    let mut table = [0u8; 256];
+    let mut v = 0;
+    while v < 256 {
+        table[v] = if scale == 0 {
+            // 128 + (v - 128) * 224 / 255 = (v * 224 + 128 * 31) / 255, rounded.
+            ((v as u32 * 224 + 128 * 31 + 127) / 255) as u8
+        } else {
+            (offset + (v as u32 * scale + 127) / 255) as u8
+        };
+        v += 1;
+    }
+    table
+}
+
+fn map_in_place(plane: &mut [u8], table: &[u8; 256]) {
+    for v in plane {
+        *v = table[usize::from(*v)];
+    }
+}
 
 /// Byte offsets of the U and V planes in an I420 picture of `width` x `height` (even).
 fn i420_split(width: usize, height: usize) -> (usize, usize) {
@@ -109,9 +142,9 @@ impl MjpegDecoder {
         })
     }
 
-    /// Decodes one JPEG of exactly `width` x `height` into `dst` (I420). 4:2:0 JPEGs decode in
-    /// place; 4:2:2 (what webcams send) and 4:4:4 have their chroma averaged down; greyscale gets
-    /// neutral chroma.
+    /// Decodes one JPEG of exactly `width` x `height` into `dst` (I420, limited range). 4:2:0
+    /// JPEGs decode in place; 4:2:2 (what webcams send) and 4:4:4 have their chroma averaged
+    /// down; greyscale gets neutral chroma.
     pub(crate) fn decode(
         &mut self,
         jpeg: &[u8],
@@ -153,10 +186,14 @@ impl MjpegDecoder {
         };
         if sub_w == 2 && sub_h == 2 {
             // Even sizes: libjpeg-turbo's 4:2:0 layout with align 1 is exactly I420.
-            return self
-                .decompressor
-                .decompress_to_yuv(jpeg, image(dst))
-                .map_err(|e| format!("JPEG decode: {e}"));
+            self.decompressor
+                .decompress_to_yuv(jpeg, image(&mut *dst))
+                .map_err(|e| format!("JPEG decode: {e}"))?;
+            let (u_at, _) = i420_split(w, h);
+            let (luma, chroma) = dst.split_at_mut(u_at);
+            map_in_place(luma, &LUMA_TO_LIMITED);
+            map_in_place(chroma, &CHROMA_TO_LIMITED);
+            return Ok(());
         }
         let needed = turbojpeg::yuv_pixels_len(w, 1, h, header.subsamp)
             .map_err(|e| format!("JPEG size: {e}"))?;
@@ -168,7 +205,9 @@ impl MjpegDecoder {
         let (u_at, v_at) = i420_split(w, h);
         let (y_out, chroma_out) = dst.split_at_mut(u_at);
         let (u_out, v_out) = chroma_out.split_at_mut(v_at - u_at);
-        y_out.copy_from_slice(&self.scratch[..w * h]);
+        for (out, full) in y_out.iter_mut().zip(&self.scratch[..w * h]) {
+            *out = LUMA_TO_LIMITED[usize::from(*full)];
+        }
         if sub_w == 0 {
             u_out.fill(128);
             v_out.fill(128);
@@ -180,6 +219,8 @@ impl MjpegDecoder {
         let v_in = &self.scratch[w * h + cw * ch..w * h + 2 * cw * ch];
         downsample_chroma(u_in, cw, sub_w, sub_h, u_out, w / 2, h / 2);
         downsample_chroma(v_in, cw, sub_w, sub_h, v_out, w / 2, h / 2);
+        map_in_place(u_out, &CHROMA_TO_LIMITED);
+        map_in_place(v_out, &CHROMA_TO_LIMITED);
         Ok(())
     }
 }
@@ -357,9 +398,24 @@ mod tests {
             let mut dst = vec![0u8; RawFrame::i420_len(w as u32, h as u32)];
             decoder.decode(&data, w as u32, h as u32, &mut dst).unwrap();
             let (u_at, v_at) = i420_split(w, h);
-            assert_close(&dst[..u_at], &y, 6, &format!("{subsamp:?} Y"));
-            assert_close(&dst[u_at..v_at], &u, 6, &format!("{subsamp:?} U"));
-            assert_close(&dst[v_at..], &v, 6, &format!("{subsamp:?} V"));
+            assert_close(
+                &dst[..u_at],
+                &limited(&y, true),
+                6,
+                &format!("{subsamp:?} Y"),
+            );
+            assert_close(
+                &dst[u_at..v_at],
+                &limited(&u, false),
+                6,
+                &format!("{subsamp:?} U"),
+            );
+            assert_close(
+                &dst[v_at..],
+                &limited(&v, false),
+                6,
+                &format!("{subsamp:?} V"),
+            );
         }
 
         let grey = turbojpeg::compress(
@@ -376,8 +432,40 @@ mod tests {
         .unwrap();
         let mut dst = vec![0u8; RawFrame::i420_len(w as u32, h as u32)];
         decoder.decode(&grey, w as u32, h as u32, &mut dst).unwrap();
-        assert_close(&dst[..w * h], &y, 3, "grey Y");
+        assert_close(&dst[..w * h], &limited(&y, true), 3, "grey Y");
         assert!(dst[w * h..].iter().all(|c| *c == 128));
+    }
+
+    /// What a full-range plane is in limited range, by the formula (floating point).
+    fn limited(full: &[u8], luma: bool) -> Vec<u8> {
+        full.iter()
+            .map(|&v| {
+                let v = f64::from(v);
+                let out = if luma {
+                    16.0 + v * 219.0 / 255.0
+                } else {
+                    128.0 + (v - 128.0) * 224.0 / 255.0
+                };
+                out.round() as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_range_tables_follow_the_formula_and_its_ends() {
+        let all: Vec<u8> = (0..=255).collect();
+        let luma: Vec<u8> = all
+            .iter()
+            .map(|&v| LUMA_TO_LIMITED[usize::from(v)])
+            .collect();
+        let chroma: Vec<u8> = all
+            .iter()
+            .map(|&v| CHROMA_TO_LIMITED[usize::from(v)])
+            .collect();
+        assert_eq!(luma, limited(&all, true));
+        assert_eq!(chroma, limited(&all, false));
+        assert_eq!((luma[0], luma[255]), (16, 235));
+        assert_eq!((chroma[0], chroma[128], chroma[255]), (16, 128, 240));
     }
 
     #[test]
