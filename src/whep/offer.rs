@@ -24,23 +24,78 @@ impl StreamProfile {
     }
 
     /// Whether a receiver that offered `offered` (profile_idc, constraint flags) decodes this
-    /// stream: same profile, and every constraint it asks for holds in the stream. Baseline
-    /// receivers (`42 00`) decode Constrained Baseline (`42 e0`); a Constrained High receiver
-    /// (`64 0c`) does not decode High with B-frames (`64 00`).
+    /// stream: the same profile, or one that contains it (a Baseline, Main or High decoder
+    /// decodes Constrained Baseline; High decodes Main and Constrained High). Not the other way:
+    /// a Constrained High receiver (`64 0c`) does not take High with B-frames (`64 00`).
     fn decodable_by(self, offered: [u8; 2]) -> bool {
-        let [profile, constraints, _] = self.0;
-        offered[0] == profile && offered[1] & !constraints == 0
+        use H264Profile::*;
+        let stream = H264Profile::of(self.0[0], self.0[1]);
+        match (H264Profile::of(offered[0], offered[1]), stream) {
+            (Other, _) | (_, Other) => false,
+            (offered, stream) if offered == stream => true,
+            (Baseline | Main | High, ConstrainedBaseline) => true,
+            (High, Main | ConstrainedHigh) => true,
+            _ => false,
+        }
     }
 
     fn name(self) -> &'static str {
-        match self.0[0] {
-            66 if self.0[1] & 0x40 != 0 => "Constrained Baseline",
-            66 => "Baseline",
-            77 => "Main",
-            88 => "Extended",
-            100 => "High",
-            _ => "a profile browsers rarely decode",
+        match H264Profile::of(self.0[0], self.0[1]) {
+            H264Profile::ConstrainedBaseline => "Constrained Baseline",
+            H264Profile::Baseline => "Baseline",
+            H264Profile::Main => "Main",
+            H264Profile::ConstrainedHigh => "Constrained High",
+            H264Profile::High => "High",
+            H264Profile::Other => "a profile browsers rarely decode",
         }
+    }
+}
+
+/// The H.264 profiles WebRTC knows, told from `profile_idc` and the constraint flags as RFC 6184
+/// and browsers read them (e.g. Constrained Baseline is `42` with constraint_set1, whatever
+/// set2 says: openh264 writes `42 c0`, Chromium offers `42 e0`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum H264Profile {
+    ConstrainedBaseline,
+    Baseline,
+    Main,
+    ConstrainedHigh,
+    High,
+    Other,
+}
+
+impl H264Profile {
+    fn of(profile_idc: u8, constraints: u8) -> H264Profile {
+        // (profile_idc, bits that must match, their values), first match wins.
+        const PATTERNS: [(u8, u8, u8, H264Profile); 8] = [
+            (
+                0x42,
+                0b0100_1111,
+                0b0100_0000,
+                H264Profile::ConstrainedBaseline,
+            ),
+            (
+                0x4d,
+                0b1000_1111,
+                0b1000_0000,
+                H264Profile::ConstrainedBaseline,
+            ),
+            (
+                0x58,
+                0b1100_1111,
+                0b1100_0000,
+                H264Profile::ConstrainedBaseline,
+            ),
+            (0x42, 0b0100_1111, 0b0000_0000, H264Profile::Baseline),
+            (0x58, 0b1100_1111, 0b1000_0000, H264Profile::Baseline),
+            (0x4d, 0b1010_1111, 0b0000_0000, H264Profile::Main),
+            (0x64, 0b1111_1111, 0b0000_0000, H264Profile::High),
+            (0x64, 0b1111_1111, 0b0000_1100, H264Profile::ConstrainedHigh),
+        ];
+        PATTERNS
+            .iter()
+            .find(|(idc, mask, value, _)| *idc == profile_idc && constraints & mask == *value)
+            .map_or(H264Profile::Other, |(.., profile)| *profile)
     }
 }
 
@@ -89,8 +144,7 @@ pub(super) fn check_offer(sdp: &str, stream: StreamProfile) -> Result<Chosen, Of
     let [profile, constraints, level] = stream.0;
     Err(OfferError::NoUsableVideo(format!(
         "the path sends H.264 {} (profile-level-id {profile:02x}{constraints:02x}{level:02x}), \
-         which needs H.264 with packetization-mode=1 and profile-level-id {profile:02x}xxxx \
-         ({})",
+         which needs H.264 with packetization-mode=1 in a profile that decodes it ({})",
         stream.name(),
         if seen.is_empty() {
             "no codecs offered".to_owned()
@@ -245,9 +299,10 @@ mod tests {
                 )
             })
         };
-        // Constrained Baseline: the Baseline format comes first and decodes it; the level is
-        // the stream's.
-        assert_eq!(pick([0x42, 0xe0, 0x28]), Ok((102, "420028".into())));
+        // Constrained Baseline (as openh264 writes it, 42 c0): the Baseline format comes first
+        // and decodes it; the level is the stream's.
+        assert_eq!(pick([0x42, 0xc0, 0x28]), Ok((102, "420028".into())));
+        assert_eq!(pick([0x42, 0xe0, 0x1f]), Ok((102, "42001f".into())));
         // Main with constraint_set1 (as x264 writes it): the Main format.
         assert_eq!(pick([0x4d, 0x40, 0x1f]), Ok((108, "4d001f".into())));
         // High with B-frames: not the Constrained High format.
@@ -263,6 +318,30 @@ mod tests {
             Some(StreamProfile([0x4d, 0x40, 0x1f]))
         );
         assert_eq!(StreamProfile::from_sps(&[0x67, 0x4d]), None);
+    }
+
+    #[test]
+    fn profiles_are_read_as_browsers_read_them() {
+        use H264Profile::*;
+        for (idc, iop, profile) in [
+            (0x42, 0xc0, ConstrainedBaseline),
+            (0x42, 0xe0, ConstrainedBaseline),
+            (0x42, 0x40, ConstrainedBaseline),
+            (0x42, 0x00, Baseline),
+            (0x4d, 0x00, Main),
+            (0x4d, 0x40, Main),
+            (0x4d, 0x80, ConstrainedBaseline),
+            (0x64, 0x00, High),
+            (0x64, 0x0c, ConstrainedHigh),
+            (0x6e, 0x00, Other),
+        ] {
+            assert_eq!(H264Profile::of(idc, iop), profile, "{idc:02x}{iop:02x}");
+        }
+        // Only a containing profile decodes a stream.
+        let cb = StreamProfile([0x42, 0xc0, 0x1f]);
+        assert!(cb.decodable_by([0x42, 0xe0]) && cb.decodable_by([0x4d, 0x00]));
+        let main = StreamProfile([0x4d, 0x40, 0x1f]);
+        assert!(!main.decodable_by([0x42, 0xe0]) && main.decodable_by([0x64, 0x00]));
     }
 
     #[test]
@@ -291,14 +370,19 @@ mod tests {
     }
 
     #[test]
-    fn rejects_high_profile_and_mode_0() {
-        let high = "m=video 9 UDP/TLS/RTP/SAVPF 100 101\r\nc=IN IP4 0.0.0.0\r\n\
-            a=rtpmap:100 H264/90000\r\na=fmtp:100 packetization-mode=1;profile-level-id=64001f\r\n\
+    fn rejects_mode_0_and_profiles_that_cannot_decode_the_stream() {
+        // A Constrained High decoder cannot take Constrained Baseline (here); mode 0 nothing.
+        let sdp = "m=video 9 UDP/TLS/RTP/SAVPF 100 101\r\nc=IN IP4 0.0.0.0\r\n\
+            a=rtpmap:100 H264/90000\r\na=fmtp:100 packetization-mode=1;profile-level-id=640c1f\r\n\
             a=rtpmap:101 H264/90000\r\na=fmtp:101 packetization-mode=0;profile-level-id=42e01f\r\n";
         assert!(matches!(
-            check_offer(&offer(high), CB),
+            check_offer(&offer(sdp), CB),
             Err(OfferError::NoUsableVideo(_))
         ));
+        // A Baseline-only viewer cannot take a camera's Main.
+        let main = StreamProfile([0x4d, 0x40, 0x1f]);
+        let err = check_offer(&offer(H264_42E01F), main).unwrap_err();
+        assert!(err.to_string().contains("H.264 Main"), "{err}");
     }
 
     #[test]
