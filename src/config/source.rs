@@ -21,7 +21,7 @@ pub enum SourceConfig {
     TestSrc,
     /// A camera through Video4Linux2. Size and rate are asked of the camera from `encoding:`.
     V4l2(V4l2Config),
-    /// Raw I420 pictures of the `encoding:` size read from a file, played in a loop at `fps`.
+    /// A file played in a loop at `fps`: raw I420 or MJPEG of the `encoding:` size, or H.264.
     File(FileSourceConfig),
     /// A program of the user's whose standard output carries the pictures (MediaMTX's
     /// `runOnInit` with ffmpeg, go2rtc's `exec:`).
@@ -65,6 +65,9 @@ impl fmt::Display for StreamFormat {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FileSourceConfig {
     pub path: PathBuf,
+    /// What the file holds; read from its first bytes when not given.
+    #[serde(default)]
+    pub format: Option<StreamFormat>,
 }
 
 /// The value of `type:`, on its own so that it can be read before the other keys.
@@ -377,7 +380,8 @@ mod tests {
         assert_eq!(
             parse("source:\n  type: file\n  path: /srv/clip.yuv\n"),
             Ok(SourceConfig::File(FileSourceConfig {
-                path: "/srv/clip.yuv".into()
+                path: "/srv/clip.yuv".into(),
+                format: None,
             }))
         );
         assert!(

@@ -1,18 +1,144 @@
-//! A file of raw I420 pictures (what `ffmpeg -f rawvideo -pix_fmt yuv420p` writes), played in a
-//! loop at the path's fps: a recorded scene without a camera, and the benchmark's way of giving
-//! camportal and ffmpeg the very same pictures.
+//! A file played in a loop at the path's fps: a recorded scene without a camera, and the
+//! benchmark's way of giving camportal and ffmpeg the very same pictures. Raw I420 (what
+//! `ffmpeg -f rawvideo -pix_fmt yuv420p` writes), MJPEG (concatenated JPEGs, `-f mjpeg`: what a
+//! webcam sends, decoded and encoded as a webcam's would be) or H.264 Annex B (`-f h264`: passed
+//! through, as a camera's own H.264); the format is given or read from the first bytes.
 //!
-//! Pictures are read one at a time, so a long clip costs no memory; the page cache keeps a
+//! Pictures are read as they are needed, so a long clip costs no memory; the page cache keeps a
 //! clip that is played over and over off the disk.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
+use crate::config::StreamFormat;
 use crate::frame::RawFrame;
 use crate::source::pacer::Pacer;
-use crate::source::{Captured, Source, SourceError};
+use crate::source::stream::{PictureStream, detect};
+use crate::source::{Captured, Source, SourceError, SourceInfo};
 
+/// Bytes read at a time from an MJPEG or H.264 file.
+const READ_SIZE: usize = 64 * 1024;
+
+/// Opens `path` as a file of `format` (read from its first bytes if not given) with pictures of
+/// `width` x `height` (H.264 is passed through at whatever size it has), played at `fps`.
+pub(crate) fn open(
+    path: &Path,
+    format: Option<StreamFormat>,
+    width: u32,
+    height: u32,
+    fps: u32,
+) -> Result<Box<dyn Source>, SourceError> {
+    let fail = |message: String| SourceError {
+        what: path.display().to_string(),
+        message,
+    };
+    let format = match format {
+        Some(format) => format,
+        None => {
+            let mut head = Vec::with_capacity(256);
+            File::open(path)
+                .map_err(|err| fail(format!("cannot open: {err}")))?
+                .take(256)
+                .read_to_end(&mut head)
+                .map_err(|err| fail(format!("cannot read: {err}")))?;
+            // Too short to tell: taken as raw, whose size check then says what is wrong.
+            detect(&head).map_err(fail)?.unwrap_or(StreamFormat::I420)
+        }
+    };
+    Ok(match format {
+        StreamFormat::I420 => Box::new(FileSource::open(path, width, height, fps)?),
+        compressed => Box::new(StreamFile::open(path, compressed, width, height, fps)?),
+    })
+}
+
+/// An MJPEG or H.264 file, cut into pictures as it is read, from the start again at its end.
+struct StreamFile {
+    path: PathBuf,
+    file: File,
+    pictures: PictureStream,
+    pacer: Pacer,
+    buf: Vec<u8>,
+    /// Pictures since the file was last (re)started: a file without any is an error, not a
+    /// loop forever.
+    in_this_pass: u64,
+}
+
+impl StreamFile {
+    fn open(
+        path: &Path,
+        format: StreamFormat,
+        width: u32,
+        height: u32,
+        fps: u32,
+    ) -> Result<StreamFile, SourceError> {
+        let fail = |message: String| SourceError {
+            what: path.display().to_string(),
+            message,
+        };
+        let file = File::open(path).map_err(|err| fail(format!("cannot open: {err}")))?;
+        Ok(StreamFile {
+            path: path.to_owned(),
+            file,
+            pictures: PictureStream::new(format, width, height).map_err(fail)?,
+            pacer: Pacer::new(fps),
+            buf: vec![0; READ_SIZE],
+            in_this_pass: 0,
+        })
+    }
+
+    fn fail(&self, message: String) -> SourceError {
+        SourceError {
+            what: self.path.display().to_string(),
+            message,
+        }
+    }
+}
+
+impl Source for StreamFile {
+    fn next(&mut self) -> Result<Captured, SourceError> {
+        loop {
+            let pacer = &mut self.pacer;
+            match self.pictures.next(|| pacer.wait_for_tick()) {
+                Ok(Some(captured)) => {
+                    self.in_this_pass += 1;
+                    return Ok(captured);
+                }
+                Ok(None) => {}
+                Err(err) => return Err(self.fail(err)),
+            }
+            let n = self
+                .file
+                .read(&mut self.buf)
+                .map_err(|err| self.fail(format!("cannot read: {err}")))?;
+            if n > 0 {
+                self.pictures.push(&self.buf[..n]);
+                continue;
+            }
+            // The end: from the start again (an H.264 file's last access unit is cut when the
+            // first comes round again).
+            if self.in_this_pass == 0 {
+                return Err(self.fail(format!(
+                    "no whole {} picture in the file",
+                    self.pictures.format()
+                )));
+            }
+            self.in_this_pass = 0;
+            self.file
+                .seek(SeekFrom::Start(0))
+                .map_err(|err| self.fail(format!("cannot rewind: {err}")))?;
+        }
+    }
+
+    fn info(&self) -> SourceInfo {
+        SourceInfo {
+            camera: None,
+            format: Some(self.pictures.format().to_string()),
+        }
+    }
+}
+
+/// A file of raw I420 pictures, read one at a time.
 pub(crate) struct FileSource {
     path: PathBuf,
     file: File,
@@ -128,6 +254,16 @@ mod tests {
         assert_eq!(firsts, [0, 1, 2, 0, 1, 2, 0]);
         let f = raw(src.next().expect("picture"));
         assert_eq!((f.width, f.height, f.data.len()), (w, h, size));
+    }
+
+    #[test]
+    fn a_compressed_file_without_a_whole_picture_is_an_error_not_a_loop() {
+        let file = tempfile::NamedTempFile::new().expect("temp file");
+        // A JPEG that never ends.
+        std::fs::write(file.path(), [0xFF, 0xD8, 0xFF, 0xE0, 0, 4, 1, 2]).expect("write");
+        let mut src = open(file.path(), None, 32, 16, 1000).expect("opens");
+        let err = src.next().expect_err("no picture");
+        assert!(err.message.contains("no whole mjpeg picture"), "{err}");
     }
 
     #[test]

@@ -5,6 +5,7 @@ pub(crate) mod exec;
 pub(crate) mod file;
 pub(crate) mod font;
 mod pacer;
+pub(crate) mod stream;
 pub(crate) mod testsrc;
 pub(crate) mod v4l2;
 
@@ -66,12 +67,13 @@ pub(crate) fn open(
             encoding.fps,
         ))),
         SourceConfig::V4l2(v4l2) => Ok(Box::new(v4l2::V4l2Source::open(v4l2, encoding)?)),
-        SourceConfig::File(file) => Ok(Box::new(file::FileSource::open(
+        SourceConfig::File(file) => file::open(
             &file.path,
+            file.format,
             encoding.width,
             encoding.height,
             encoding.fps,
-        )?)),
+        ),
         SourceConfig::Exec(exec) => Ok(Box::new(exec::ExecSource::open(
             config.name.as_str(),
             exec,

@@ -9,7 +9,6 @@
 //! see the offline picture.
 
 mod process;
-mod stream;
 
 use std::io::Read;
 use std::os::fd::AsRawFd;
@@ -18,15 +17,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-
 use crate::config::{EncodingConfig, ExecConfig, StreamFormat};
-use crate::frame::{CaptureTime, RawFrame};
-use crate::source::v4l2::convert::MjpegDecoder;
-use crate::source::v4l2::passthrough::Passthrough;
+use crate::frame::CaptureTime;
+use crate::source::stream::{PictureStream, detect};
 use crate::source::{Captured, Source, SourceError, SourceInfo};
 use process::{Process, invocation};
-use stream::{Splitter, detect};
 
 /// A program that writes no whole picture for this long is stuck: it is stopped and restarted.
 /// Long enough for a slow start (a camera program opening its camera).
@@ -34,8 +29,6 @@ pub(crate) const STALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often a read waiting for output checks whether the path is stopping.
 const STOP_POLL: Duration = Duration::from_millis(100);
 const READ_SIZE: usize = 64 * 1024;
-/// JPEGs in a row that may fail to decode before the source fails.
-const MAX_BAD_PICTURES: u32 = 10;
 
 pub(crate) struct ExecSource {
     what: String,
@@ -43,20 +36,15 @@ pub(crate) struct ExecSource {
     /// blocked writing ends at once (SIGPIPE) instead of waiting out SIGTERM's grace.
     stdout: ChildStdout,
     process: Process,
-    /// The configured format, or the detected one once the first bytes are in.
-    format: Option<StreamFormat>,
-    /// The first bytes, until they tell the format.
+    /// The first bytes, until they tell the format (when it is not configured).
     head: Vec<u8>,
-    splitter: Option<Splitter>,
+    /// The pictures, once the format is known.
+    pictures: Option<PictureStream>,
     width: u32,
     height: u32,
-    decoder: Option<MjpegDecoder>,
-    passthrough: Passthrough,
     stop: Arc<AtomicBool>,
     since_picture: Instant,
     read_buf: Vec<u8>,
-    /// JPEGs in a row that did not decode.
-    bad_pictures: u32,
 }
 
 /// The program's name, for logs and the status API (the whole command line may hold a
@@ -93,17 +81,13 @@ impl ExecSource {
             what,
             stdout,
             process,
-            format: None,
             head: Vec::new(),
-            splitter: None,
+            pictures: None,
             width: encoding.width,
             height: encoding.height,
-            decoder: None,
-            passthrough: Passthrough::default(),
             stop,
             since_picture: Instant::now(),
             read_buf: vec![0; READ_SIZE],
-            bad_pictures: 0,
         };
         if let Some(format) = config.format {
             source.set_format(format)?;
@@ -119,13 +103,10 @@ impl ExecSource {
     }
 
     fn set_format(&mut self, format: StreamFormat) -> Result<(), SourceError> {
-        if format == StreamFormat::Mjpeg {
-            self.decoder = Some(MjpegDecoder::new().map_err(|e| self.fail(e))?);
-        }
-        self.format = Some(format);
-        let mut splitter = Splitter::new(format, RawFrame::i420_len(self.width, self.height));
-        splitter.push(&std::mem::take(&mut self.head));
-        self.splitter = Some(splitter);
+        let mut pictures =
+            PictureStream::new(format, self.width, self.height).map_err(|e| self.fail(e))?;
+        pictures.push(&std::mem::take(&mut self.head));
+        self.pictures = Some(pictures);
         Ok(())
     }
 
@@ -156,8 +137,8 @@ impl ExecSource {
             Err(err) => return Err(self.fail(format!("cannot read its output: {err}"))),
         };
         let data = &self.read_buf[..n];
-        match &mut self.splitter {
-            Some(splitter) => splitter.push(data),
+        match &mut self.pictures {
+            Some(pictures) => pictures.push(data),
             None => {
                 self.head.extend_from_slice(data);
                 if let Some(format) = detect(&self.head).map_err(|e| self.fail(e))? {
@@ -168,63 +149,20 @@ impl ExecSource {
         }
         Ok(())
     }
-
-    /// One cut picture as what the path takes; None for H.264 bytes that hold no picture and
-    /// for a damaged JPEG.
-    fn captured(&mut self, picture: Vec<u8>) -> Result<Option<Captured>, SourceError> {
-        let capture = CaptureTime::now();
-        let (width, height) = (self.width, self.height);
-        let raw = |data| RawFrame {
-            width,
-            height,
-            data,
-            capture,
-        };
-        Ok(match self.format {
-            Some(StreamFormat::H264) => self
-                .passthrough
-                .access_unit(&picture, width, height, capture)
-                .map(Captured::H264),
-            Some(StreamFormat::Mjpeg) => {
-                let mut i420 = vec![0; RawFrame::i420_len(width, height)];
-                let decoded = match self.decoder.as_mut() {
-                    Some(decoder) => decoder.decode(&picture, width, height, &mut i420),
-                    None => Err("no JPEG decoder".to_owned()),
-                };
-                if let Err(err) = decoded {
-                    // One damaged picture is skipped; a stream of them is an error (a wrong
-                    // size, not JPEG at all).
-                    self.bad_pictures += 1;
-                    if self.bad_pictures >= MAX_BAD_PICTURES {
-                        return Err(self.fail(format!(
-                            "{err} (MJPEG must be of the path's encoding.width x \
-                             encoding.height)"
-                        )));
-                    }
-                    tracing::debug!(program = %self.what, %err, "damaged JPEG skipped");
-                    return Ok(None);
-                }
-                self.bad_pictures = 0;
-                Some(Captured::Jpeg(raw(i420), Bytes::from(picture)))
-            }
-            Some(StreamFormat::I420) | None => Some(Captured::Raw(raw(picture))),
-        })
-    }
 }
 
 impl Source for ExecSource {
     fn next(&mut self) -> Result<Captured, SourceError> {
         loop {
-            let picture = match &mut self.splitter {
-                Some(splitter) => splitter.next_picture(),
+            let picture = match &mut self.pictures {
+                // Stamped when cut: the program paces its pictures.
+                Some(pictures) => pictures.next(CaptureTime::now),
                 None => Ok(None),
             };
             match picture.map_err(|e| self.fail(e))? {
-                Some(picture) => {
-                    if let Some(captured) = self.captured(picture)? {
-                        self.since_picture = Instant::now();
-                        return Ok(captured);
-                    }
+                Some(captured) => {
+                    self.since_picture = Instant::now();
+                    return Ok(captured);
                 }
                 None => self.read_more()?,
             }
@@ -234,7 +172,11 @@ impl Source for ExecSource {
     fn info(&self) -> SourceInfo {
         SourceInfo {
             camera: None,
-            format: Some(self.format.map_or("auto".to_owned(), |f| f.to_string())),
+            format: Some(
+                self.pictures
+                    .as_ref()
+                    .map_or("auto".to_owned(), |p| p.format().to_string()),
+            ),
         }
     }
 }

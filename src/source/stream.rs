@@ -1,13 +1,119 @@
-//! Cutting a program's standard output into pictures. A pipe carries no framing, so each format
-//! is cut by its own syntax: H.264 Annex B into access units, concatenated JPEGs at their end
-//! markers, raw I420 by size. Pure: bytes go in, whole pictures come out.
+//! A byte stream of pictures without framing — a program's standard output, an MJPEG or H.264
+//! file — cut by each format's own syntax (H.264 Annex B into access units, concatenated JPEGs
+//! at their end markers, raw I420 by size) and turned into what a path takes: H.264 passed
+//! through, JPEG decoded (and kept for JPEG readers), I420 as it is.
+
+use bytes::Bytes;
 
 use crate::config::StreamFormat;
+use crate::frame::{CaptureTime, RawFrame};
 use crate::rtp::h264::{NAL_IDR, NAL_PPS, NAL_SPS, nal_type};
+use crate::source::Captured;
+use crate::source::v4l2::convert::MjpegDecoder;
+use crate::source::v4l2::passthrough::Passthrough;
+
+/// JPEGs in a row that may fail to decode before the stream is an error.
+const MAX_BAD_PICTURES: u32 = 10;
+
+/// A stream of pictures of one format and size, cut and converted.
+pub(crate) struct PictureStream {
+    format: StreamFormat,
+    splitter: Splitter,
+    width: u32,
+    height: u32,
+    decoder: Option<MjpegDecoder>,
+    passthrough: Passthrough,
+    /// JPEGs in a row that did not decode.
+    bad_pictures: u32,
+}
+
+impl PictureStream {
+    /// MJPEG and I420 must be of `width` x `height`; H.264 is passed through as it is.
+    pub(crate) fn new(format: StreamFormat, width: u32, height: u32) -> Result<Self, String> {
+        let decoder = match format {
+            StreamFormat::Mjpeg => Some(MjpegDecoder::new()?),
+            _ => None,
+        };
+        Ok(PictureStream {
+            format,
+            splitter: Splitter::new(format, RawFrame::i420_len(width, height)),
+            width,
+            height,
+            decoder,
+            passthrough: Passthrough::default(),
+            bad_pictures: 0,
+        })
+    }
+
+    pub(crate) fn format(&self) -> StreamFormat {
+        self.format
+    }
+
+    pub(crate) fn push(&mut self, data: &[u8]) {
+        self.splitter.push(data);
+    }
+
+    /// The next picture, stamped with `capture()` (called once it is cut), or None until more
+    /// bytes come. A damaged JPEG is skipped; many in a row are an error.
+    pub(crate) fn next(
+        &mut self,
+        mut capture: impl FnMut() -> CaptureTime,
+    ) -> Result<Option<Captured>, String> {
+        while let Some(picture) = self.splitter.next_picture()? {
+            if let Some(captured) = self.convert(picture, capture())? {
+                return Ok(Some(captured));
+            }
+        }
+        Ok(None)
+    }
+
+    fn convert(
+        &mut self,
+        picture: Vec<u8>,
+        capture: CaptureTime,
+    ) -> Result<Option<Captured>, String> {
+        let (width, height) = (self.width, self.height);
+        let raw = |data| RawFrame {
+            width,
+            height,
+            data,
+            capture,
+        };
+        Ok(match self.format {
+            StreamFormat::H264 => self
+                .passthrough
+                .access_unit(&picture, width, height, capture)
+                .map(Captured::H264),
+            StreamFormat::Mjpeg => {
+                let mut i420 = vec![0; RawFrame::i420_len(width, height)];
+                let decoded = match self.decoder.as_mut() {
+                    Some(decoder) => decoder.decode(&picture, width, height, &mut i420),
+                    None => Err("no JPEG decoder".to_owned()),
+                };
+                if let Err(err) = decoded {
+                    // One damaged picture is skipped; a stream of them is an error (a wrong
+                    // size, not JPEG at all).
+                    self.bad_pictures += 1;
+                    if self.bad_pictures >= MAX_BAD_PICTURES {
+                        return Err(format!(
+                            "{err} (MJPEG must be of the path's encoding.width x \
+                             encoding.height)"
+                        ));
+                    }
+                    tracing::debug!(%err, "damaged JPEG skipped");
+                    return Ok(None);
+                }
+                self.bad_pictures = 0;
+                Some(Captured::Jpeg(raw(i420), Bytes::from(picture)))
+            }
+            StreamFormat::I420 => Some(Captured::Raw(raw(picture))),
+        })
+    }
+}
 
 /// A picture that has not ended after this many bytes is not one: the program writes something
 /// else (or garbage), and the source fails rather than buffer without limit.
-pub(super) const MAX_PICTURE: usize = 16 << 20;
+pub(crate) const MAX_PICTURE: usize = 16 << 20;
 
 /// Zero bytes an H.264 stream may start with before its first start code's `01`; a raw
 /// picture that starts black has many more.
@@ -16,7 +122,7 @@ const MAX_LEADING_ZEROS: usize = 64;
 /// What the first bytes say the stream is: an H.264 start code (after any zero bytes), a JPEG's
 /// start of image, or else raw pictures. None until there are enough bytes to tell; an error for
 /// what is recognisably something else (MPEG-TS).
-pub(super) fn detect(first: &[u8]) -> Result<Option<StreamFormat>, String> {
+pub(crate) fn detect(first: &[u8]) -> Result<Option<StreamFormat>, String> {
     if first.len() < 4 {
         return Ok(None);
     }
@@ -47,7 +153,7 @@ enum JpegScan {
 }
 
 /// Cuts a byte stream of one format into pictures.
-pub(super) struct Splitter {
+struct Splitter {
     format: StreamFormat,
     /// Bytes of an I420 picture.
     picture_len: usize,
@@ -62,7 +168,7 @@ pub(super) struct Splitter {
 }
 
 impl Splitter {
-    pub(super) fn new(format: StreamFormat, picture_len: usize) -> Splitter {
+    fn new(format: StreamFormat, picture_len: usize) -> Splitter {
         Splitter {
             format,
             picture_len,
@@ -74,13 +180,13 @@ impl Splitter {
         }
     }
 
-    pub(super) fn push(&mut self, data: &[u8]) {
+    fn push(&mut self, data: &[u8]) {
         self.buf.extend_from_slice(data);
     }
 
     /// The next whole picture, None until more bytes come, or why the stream is not of its
     /// format.
-    pub(super) fn next_picture(&mut self) -> Result<Option<Vec<u8>>, String> {
+    fn next_picture(&mut self) -> Result<Option<Vec<u8>>, String> {
         let picture = match self.format {
             StreamFormat::I420 => self.next_i420(),
             StreamFormat::H264 => self.next_access_unit(),
