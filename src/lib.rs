@@ -21,6 +21,7 @@
 
 mod auth;
 mod backoff;
+mod bandwidth;
 pub mod config;
 mod connections;
 pub mod daemon;

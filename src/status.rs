@@ -53,6 +53,12 @@ pub struct PathStatus {
     pub height: u32,
     pub fps: u32,
     pub bitrate_kbps: u32,
+    /// The encoder follows the WebRTC viewers' bandwidth (`encoding.adaptiveBitrate`).
+    pub adaptive_bitrate: bool,
+    /// What the encoder aims at now: `bitrateKbps`, or less while a viewer's link is thin.
+    pub target_bitrate_kbps: u32,
+    /// The slowest WebRTC viewer's bandwidth estimate, once one has been measured.
+    pub bandwidth_estimate_kbps: Option<u32>,
     /// WHEP viewers (`readers.webrtc`).
     pub viewers: usize,
     pub readers: Readers,
@@ -90,6 +96,9 @@ impl PathStatus {
             height: 0,
             fps: 0,
             bitrate_kbps: 0,
+            adaptive_bitrate: false,
+            target_bitrate_kbps: 0,
+            bandwidth_estimate_kbps: None,
             viewers: 0,
             readers: Readers::default(),
             restarts: 0,
@@ -149,6 +158,11 @@ impl StatusBoard {
 
     pub fn has_path(&self, name: &str) -> bool {
         self.lock().paths.contains_key(name)
+    }
+
+    /// One path's status, if it is listed.
+    pub fn path(&self, name: &str) -> Option<PathStatus> {
+        self.lock().paths.get(name).cloned()
     }
 
     pub fn remove_path(&self, name: &str) {

@@ -53,6 +53,13 @@ pub struct EncodingConfig {
     pub fps: u32,
     #[serde(rename = "bitrate", deserialize_with = "deserialize_bitrate")]
     pub bitrate_bps: u32,
+    /// Follow the WebRTC viewers' bandwidth estimates (see `bandwidth.rs`); off by default
+    /// until it keeps a thin link free of freezes (issue 13).
+    #[serde(rename = "adaptiveBitrate", deserialize_with = "deserialize_flag")]
+    pub adaptive_bitrate: bool,
+    /// The least the encoder goes down to when it follows a thin link.
+    #[serde(rename = "minBitrate", deserialize_with = "deserialize_bitrate")]
+    pub min_bitrate_bps: u32,
     #[serde(deserialize_with = "deserialize_keyframe_interval")]
     pub keyframe_interval: Duration,
 }
@@ -64,6 +71,8 @@ impl Default for EncodingConfig {
             height: 720,
             fps: 30,
             bitrate_bps: 2_000_000,
+            adaptive_bitrate: false,
+            min_bitrate_bps: 150_000,
             keyframe_interval: Duration::from_secs(2),
         }
     }
@@ -186,7 +195,7 @@ mod tests {
     fn full_file() {
         let p = parse(
             "source:\n  type: testsrc\nencoding:\n  width: 640\n  height: 480\n  fps: 15\n  \
-             bitrate: 800k\n  keyframeInterval: 500ms\n",
+             bitrate: 800k\n  minBitrate: 200k\n  keyframeInterval: 500ms\n",
         )
         .unwrap();
         assert_eq!(
@@ -196,6 +205,8 @@ mod tests {
                 height: 480,
                 fps: 15,
                 bitrate_bps: 800_000,
+                adaptive_bitrate: false,
+                min_bitrate_bps: 200_000,
                 keyframe_interval: Duration::from_millis(500),
             }
         );

@@ -72,6 +72,11 @@ fn static_file(name: &str) -> Response {
 struct ViewerInfo {
     id: String,
     path: String,
+    /// The viewer's bandwidth as its congestion controller estimates it (after its feedback).
+    estimate_kbps: Option<u64>,
+    rtt_ms: Option<f64>,
+    /// Fraction of packets lost, as the estimator measures it.
+    loss: f64,
 }
 
 async fn api_paths(State(whep): State<Whep>) -> Response {
@@ -117,6 +122,9 @@ async fn api_viewers(State(whep): State<Whep>) -> Response {
         .map(|(id, session)| ViewerInfo {
             id,
             path: session.path,
+            estimate_kbps: session.estimate.bps().map(|bps| bps / 1000),
+            rtt_ms: session.estimate.rtt_ms(),
+            loss: session.estimate.loss(),
         })
         .collect();
     viewers.sort_by(|a, b| (&a.path, &a.id).cmp(&(&b.path, &b.id)));

@@ -6,7 +6,7 @@
 //! the control side: it alone decides when the encoder forces a keyframe, and publishes the
 //! reader counts.
 
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -16,6 +16,7 @@ use tokio::sync::{broadcast, watch};
 use tracing::warn;
 
 use super::directory::Directory;
+use crate::bandwidth::Estimates;
 use crate::frame::{AccessUnit, CaptureTime, RawFrame};
 use crate::jpeg::JpegCache;
 use crate::keyframe::{Decision, KeyframePolicy};
@@ -67,6 +68,10 @@ pub(crate) struct Fanout {
     /// The broadcaster running now, which publishes reader counts (it may have been restarted
     /// since a reader joined).
     current: Current,
+    /// The slowest viewer's bandwidth estimate and when it was taken, for the encoder.
+    slowest: Mutex<Option<(u64, Instant)>>,
+    /// The bit rate the encoder aims at now (0 until it runs).
+    encoder_bitrate: AtomicU32,
 }
 
 type Current = Arc<Mutex<Option<ActorRef<BroadcasterMsg>>>>;
@@ -92,6 +97,8 @@ impl Default for Fanout {
             readers: Arc::default(),
             counters: Arc::default(),
             current: Arc::default(),
+            slowest: Mutex::new(None),
+            encoder_bitrate: AtomicU32::new(0),
         }
     }
 }
@@ -190,6 +197,19 @@ impl Fanout {
         self.force_keyframe.store(reason.code(), Ordering::Release);
     }
 
+    /// The slowest viewer's bandwidth estimate, unless it is stale.
+    pub(super) fn slowest_estimate(&self) -> Option<u64> {
+        let slowest = *self.slowest.lock().unwrap_or_else(PoisonError::into_inner);
+        slowest
+            .filter(|(_, at)| at.elapsed() < crate::bandwidth::STALE_AFTER)
+            .map(|(bps, _)| bps)
+    }
+
+    /// The encoder says what it aims at.
+    pub(super) fn set_encoder_bitrate(&self, bps: u32) {
+        self.encoder_bitrate.store(bps, Ordering::Relaxed);
+    }
+
     pub(super) fn counters(&self) -> &Arc<PathCounters> {
         &self.counters
     }
@@ -204,6 +224,8 @@ pub(crate) enum BroadcasterMsg {
     KeyframeWanted(KeyframeReason),
     /// The merged keyframe request scheduled by the policy is due.
     ScheduledKeyframe,
+    /// A WebRTC viewer's bandwidth estimate, in bit/s.
+    Estimate { reader: u64, bps: u64 },
 }
 
 /// A running path as readers find it in the directory: its broadcaster and its data plane.
@@ -289,6 +311,8 @@ pub(super) struct BroadcasterState {
     policy: KeyframePolicy,
     /// Why the scheduled keyframe is wanted (the latest request merged into it).
     scheduled_reason: KeyframeReason,
+    /// The WebRTC viewers' latest bandwidth estimates.
+    estimates: Estimates,
     /// The total last told through `readers_changed`.
     told: Option<usize>,
 }
@@ -334,6 +358,7 @@ impl Actor for Broadcaster {
             args,
             policy: KeyframePolicy::new(KEYFRAME_MIN_INTERVAL),
             scheduled_reason: KeyframeReason::Join,
+            estimates: Estimates::default(),
             told: None,
         })
     }
@@ -372,6 +397,24 @@ impl Actor for Broadcaster {
             }
             BroadcasterMsg::Recount => state.publish_reader_counts(),
             BroadcasterMsg::KeyframeWanted(reason) => state.want_keyframe(&myself, reason),
+            BroadcasterMsg::Estimate { reader, bps } => {
+                let now = Instant::now();
+                state.estimates.report(reader, bps, now);
+                let slowest = state.estimates.slowest(now);
+                let fanout = &state.args.fanout;
+                *fanout
+                    .slowest
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = slowest.map(|bps| (bps, now));
+                let target = fanout.encoder_bitrate.load(Ordering::Relaxed);
+                state.args.board.update_path(&state.args.path, |status| {
+                    status.bandwidth_estimate_kbps =
+                        slowest.map(|bps| u32::try_from(bps / 1000).unwrap_or(u32::MAX));
+                    if target > 0 {
+                        status.target_bitrate_kbps = target / 1000;
+                    }
+                });
+            }
             BroadcasterMsg::ScheduledKeyframe => {
                 if state.policy.fire(Instant::now()) {
                     state.args.fanout.request_keyframe(state.scheduled_reason);

@@ -7,11 +7,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::sync::watch;
-use tracing::info;
+use tracing::{debug, info};
 
 use super::broadcaster::Fanout;
 use super::passthrough::PassthroughPictures;
 use super::worker::Work;
+use crate::bandwidth;
 use crate::config::EncodingConfig;
 use crate::encoder::{Encoder, EncoderSettings};
 use crate::frame::{AccessUnit, RawFrame};
@@ -70,6 +71,44 @@ fn apply_live(path: &str, encoder: &mut Encoder, encoding: &EncodingConfig) -> R
         keyframe_interval_frames = frames,
         "encoder settings updated live"
     );
+    Ok(())
+}
+
+/// Retunes the encoder to the slowest viewer's bandwidth (see `bandwidth.rs`).
+fn follow_bandwidth(
+    path: &str,
+    encoder: &mut Encoder,
+    encoding: &EncodingConfig,
+    fanout: &Fanout,
+) -> Result<(), String> {
+    let estimate = fanout
+        .slowest_estimate()
+        .filter(|_| encoding.adaptive_bitrate);
+    let wanted = bandwidth::target(estimate, encoding.bitrate_bps, encoding.min_bitrate_bps);
+    let current = encoder.settings().bitrate_bps;
+    if wanted != current && bandwidth::worth_changing(current, wanted) {
+        encoder
+            .set_bitrate(wanted)
+            .map_err(|err| format!("path {path}: cannot set the bit rate: {err}"))?;
+        // A keyframe costs several pictures' worth of bits in one burst, which a thin link's
+        // buffer may not hold: fewer of them while the rate is down (viewers that join or lose
+        // a picture still get one at once).
+        let frames =
+            bandwidth::keyframe_interval(keyframe_frames(encoding), encoding.bitrate_bps, wanted);
+        if encoder.settings().keyframe_interval_frames != frames {
+            encoder
+                .set_keyframe_interval(frames)
+                .map_err(|err| format!("path {path}: cannot set the keyframe interval: {err}"))?;
+        }
+        debug!(
+            path,
+            from = current,
+            to = wanted,
+            keyframe_interval_frames = frames,
+            "encoder follows the viewers' bandwidth"
+        );
+    }
+    fanout.set_encoder_bitrate(encoder.settings().bitrate_bps);
     Ok(())
 }
 
@@ -160,6 +199,7 @@ fn run(args: &EncodeArgs, stop: &AtomicBool) -> Result<(), String> {
                 let Some(encoder) = encoder.as_mut() else {
                     continue;
                 };
+                follow_bandwidth(&args.path, encoder, &encoding, &args.fanout)?;
                 let started = std::time::Instant::now();
                 let unit = encoder
                     .encode(&frame, reason.is_some())

@@ -125,6 +125,9 @@ pub(crate) fn initial_status(config: &PathConfig) -> PathStatus {
         height: encoding.height,
         fps: encoding.fps,
         bitrate_kbps: encoding.bitrate_bps / 1000,
+        adaptive_bitrate: encoding.adaptive_bitrate,
+        target_bitrate_kbps: encoding.bitrate_bps / 1000,
+        bandwidth_estimate_kbps: None,
         viewers: 0,
         readers: crate::status::Readers::default(),
         restarts: 0,
@@ -437,6 +440,7 @@ impl Actor for PathActor {
             PathMsg::Update(config) => {
                 state.board.update_path(&state.name(), |status| {
                     status.bitrate_kbps = config.encoding.bitrate_bps / 1000;
+                    status.adaptive_bitrate = config.encoding.adaptive_bitrate;
                 });
                 state.encoding.send_replace(config.encoding.clone());
                 state.config = config;

@@ -35,6 +35,8 @@ struct Joined {
 }
 
 pub(crate) struct Subscription {
+    /// Tells this reader's reports apart at the broadcaster.
+    id: u64,
     path: String,
     kind: ReaderKind,
     entry: watch::Receiver<Entry>,
@@ -47,6 +49,7 @@ impl Subscription {
     /// Follows `path` in `directory`; nothing is joined until [`Subscription::next`] is polled.
     pub(crate) fn new(directory: &Directory, path: &str, kind: ReaderKind) -> Subscription {
         Subscription {
+            id: rand::random(),
             path: path.to_owned(),
             kind,
             entry: directory.watch(path),
@@ -120,6 +123,17 @@ impl Subscription {
             let _ = joined
                 .broadcaster
                 .cast(BroadcasterMsg::KeyframeWanted(reason));
+        }
+    }
+
+    /// The reader's bandwidth estimate (a WebRTC viewer's congestion controller), which the
+    /// path's encoder follows (see `bandwidth.rs`).
+    pub(crate) fn report_estimate(&self, bps: u64) {
+        if let Some(joined) = &self.joined {
+            let _ = joined.broadcaster.cast(BroadcasterMsg::Estimate {
+                reader: self.id,
+                bps,
+            });
         }
     }
 

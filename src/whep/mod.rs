@@ -4,6 +4,7 @@
 //! anything that was working.
 
 pub(crate) mod addresses;
+mod estimate;
 mod feedback;
 mod offer;
 pub(crate) mod peer;
@@ -162,7 +163,12 @@ pub(crate) async fn post_offer(
         return plain(StatusCode::BAD_REQUEST, "the SDP offer is not UTF-8 text");
     };
     let stream = stream_profile(&whep, &path);
-    let answered = match peer::answer(offer, &whep.addresses, stream) {
+    let adaptive = whep
+        .board
+        .path(&path)
+        .filter(|status| status.adaptive_bitrate)
+        .map(|status| status.bitrate_kbps.saturating_mul(1000));
+    let answered = match peer::answer(offer, &whep.addresses, stream, adaptive) {
         Ok(answered) => answered,
         Err(AnswerError::Internal(err)) => {
             warn!(%path, %err, "cannot answer a WHEP offer");
@@ -183,6 +189,7 @@ pub(crate) async fn post_offer(
     };
     let connected = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(Traffic::default());
+    let estimate = Arc::clone(&answered.estimate);
     let args = ViewerArgs {
         id: id.clone(),
         path: path.clone(),
@@ -212,6 +219,7 @@ pub(crate) async fn post_offer(
             client,
             connected,
             sent,
+            estimate,
         },
     );
 

@@ -3,10 +3,11 @@
 //! request; nothing here waits on the network (no STUN), so the answer goes back at once.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::distr::{Alphanumeric, SampleString};
-use rtc::interceptor::{Registry, Slot};
+use rtc::interceptor::{CongestionControlBuilder, Registry, Slot, TwccSenderBuilder};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::RTCPeerConnectionBuilder;
@@ -24,6 +25,7 @@ use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
 };
 
+use super::estimate::{Estimate, Published};
 use super::feedback::KeyframeFeedback;
 use super::offer::{Chosen, OfferError, StreamProfile, check_offer};
 use crate::rtp::abs_capture_time;
@@ -68,7 +70,13 @@ pub(crate) struct Answered {
     pub payload_type: u8,
     /// The id of `abs-capture-time` if the viewer offered it.
     pub abs_capture_time_id: Option<u8>,
+    /// The viewer's bandwidth as its congestion controller estimates it (never informed when
+    /// the path does not adapt its rate).
+    pub estimate: Arc<Estimate>,
 }
+
+/// GCC never estimates below this (bit/s); the encoder's floor is the path's `minBitrate`.
+const MIN_ESTIMATE: u32 = 50_000;
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum AnswerError {
@@ -105,11 +113,13 @@ fn h264_codec(chosen: &Chosen) -> RTCRtpCodecParameters {
     }
 }
 
-/// Answers `offer_sdp` for a path whose H.264 is `stream` (its `profile-level-id`).
+/// Answers `offer_sdp` for a path whose H.264 is `stream` (its `profile-level-id`); with
+/// `adaptive_bitrate` (the path's configured bit/s), the viewer's bandwidth is estimated.
 pub(crate) fn answer(
     offer_sdp: String,
     addresses: &IceAddresses,
     stream: StreamProfile,
+    adaptive_bitrate: Option<u32>,
 ) -> Result<Answered, AnswerError> {
     let chosen = check_offer(&offer_sdp, stream)?;
     let now = Instant::now();
@@ -133,6 +143,29 @@ pub(crate) fn answer(
         register_default_interceptors(Registry::new(), &mut media_engine).map_err(internal)?;
     // PLI/FIR must reach the viewer; the chain would otherwise consume them.
     let registry = registry.with(Slot::Custom(20_000), KeyframeFeedback::default());
+    // With `adaptiveBitrate`, the viewer's bandwidth, from its transport-wide feedback
+    // (negotiated by the defaults above): GCC over a send history, without a pacer, as the
+    // encoder's rate is what follows the estimate (a pacer would delay every keyframe's burst).
+    // It starts and may stay above the path's rate (the encoder keeps its headroom below it),
+    // which is what tells a free link from a full one; a thin link brings it down within
+    // seconds. Off, nothing is added to the chain.
+    let (registry, estimate) = match adaptive_bitrate {
+        Some(bitrate) => {
+            let (estimator, estimate) = Published::new(
+                1.5 * f64::from(bitrate),
+                f64::from(MIN_ESTIMATE),
+                3.0 * f64::from(bitrate),
+            );
+            let registry = registry
+                .with(
+                    Slot::CongestionControl,
+                    CongestionControlBuilder::new(estimator).build(),
+                )
+                .with(Slot::TwccSender, TwccSenderBuilder::new().build());
+            (registry, estimate)
+        }
+        None => (registry, Arc::default()),
+    };
 
     let mut rng = rand::rng();
     let ufrag = Alphanumeric.sample_string(&mut rng, 16);
@@ -243,6 +276,7 @@ pub(crate) fn answer(
         ssrc,
         payload_type,
         abs_capture_time_id,
+        estimate,
     })
 }
 

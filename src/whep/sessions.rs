@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use ractor::ActorRef;
 
+use super::estimate::Estimate;
 use super::viewer::ViewerMsg;
 use crate::metrics::Traffic;
 
@@ -22,6 +23,8 @@ pub(crate) struct Session {
     pub connected: Arc<AtomicBool>,
     /// What the viewer sent (`/metrics`).
     pub sent: Arc<Traffic>,
+    /// Its bandwidth estimate, RTT and loss (`/api/viewers`).
+    pub estimate: Arc<Estimate>,
 }
 
 /// Sessions not yet connected: from one client address, and in all.

@@ -21,6 +21,7 @@ use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
+use super::estimate::Estimate;
 use super::feedback::asks_for_keyframe;
 use super::peer::Answered;
 use super::udp_mux::{Inbound, UdpMux};
@@ -99,6 +100,7 @@ impl Actor for Viewer {
             subscription: Subscription::new(&args.directory, &args.path, ReaderKind::Webrtc),
             connected: args.connected,
             sent: args.sent,
+            estimate: args.answered.estimate,
         };
         let task = tokio::spawn(async move {
             let reason = link.run(inbox, stop_rx).await;
@@ -174,7 +176,13 @@ struct Link {
     connected: Arc<AtomicBool>,
     /// What this session sent (`/metrics`).
     sent: Arc<Traffic>,
+    /// Its bandwidth estimate, told to the path every [`ESTIMATE_INTERVAL`].
+    estimate: Arc<Estimate>,
 }
+
+/// How often a viewer tells its path its bandwidth estimate (the path forgets viewers silent
+/// for `bandwidth::STALE_AFTER`); a link that filled up cannot wait long.
+const ESTIMATE_INTERVAL: Duration = Duration::from_millis(250);
 
 impl Link {
     /// Runs until the viewer ends; returns why.
@@ -187,6 +195,8 @@ impl Link {
         let ice_start_deadline = tokio::time::Instant::now() + ICE_START_TIMEOUT;
         let mut connected = false;
         let mut heard_from = false;
+        let mut estimate_tick = tokio::time::interval(ESTIMATE_INTERVAL);
+        estimate_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             while let Some(event) = self.pc.poll_event() {
                 if let RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) = event {
@@ -250,6 +260,11 @@ impl Link {
                 }
                 _ = tokio::time::sleep_until(ice_start_deadline), if !heard_from => {
                     return format!("no ICE from the viewer within {} s", ICE_START_TIMEOUT.as_secs());
+                }
+                _ = estimate_tick.tick(), if connected => {
+                    if let Some(bps) = self.estimate.bps() {
+                        self.subscription.report_estimate(bps);
+                    }
                 }
                 event = self.subscription.next(), if connected => match event {
                     Event::Frame(frame) => self.send_frame(&frame),

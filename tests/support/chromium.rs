@@ -65,6 +65,14 @@ impl Chromium {
     /// [`Chromium::launch`] with extra command-line switches (say
     /// `--use-fake-device-for-media-stream` for a page that needs a camera).
     pub async fn launch_with(extra_args: &[&str]) -> Result<Chromium> {
+        Self::launch_in(None, extra_args).await
+    }
+
+    /// [`Chromium::launch_with`] in the network namespace `netns` (`ip netns exec`). Its
+    /// DevTools port is on that namespace's loopback, so call this from a runtime whose threads
+    /// are in it ([`super::netns::Netns::runtime`]); the browser can be driven from anywhere
+    /// after.
+    pub async fn launch_in(netns: Option<&str>, extra_args: &[&str]) -> Result<Chromium> {
         let binary = std::env::var_os("CHROMIUM")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from(DEFAULT_BINARY));
@@ -74,11 +82,19 @@ impl Chromium {
                 binary.display()
             );
         }
+        let mut command = match netns {
+            Some(name) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", name]).arg(&binary);
+                command
+            }
+            None => Command::new(&binary),
+        };
         let profile = tempfile::Builder::new()
             .prefix("camportal-chromium-")
             .tempdir()
             .context("cannot create a temporary Chromium profile")?;
-        let mut child = Command::new(&binary)
+        let mut child = command
             .args([
                 "--headless",
                 "--no-sandbox",

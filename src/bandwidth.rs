@@ -1,0 +1,117 @@
+//! How fast a path's encoder may send, from its WebRTC viewers' bandwidth estimates (GCC, see
+//! `whep/estimate.rs`). Pure decisions, unit-tested; the broadcaster keeps the estimates and the
+//! encoder applies the result.
+//!
+//! Policy: the encoder follows the **slowest** viewer, with headroom, between the path's
+//! `minBitrate` and its `bitrate`. A portal has one or two kiosks: a picture that every kiosk can
+//! play beats a sharper one that freezes on one of them. The floor bounds what one slow viewer
+//! can cost the others. RTSP and MJPEG readers have no say (a slow one skips to keyframes).
+
+use std::time::{Duration, Instant};
+
+/// The encoder aims this far below the estimate: room for RTCP, retransmissions and keyframes,
+/// which the encoder's rate control spreads over a second.
+pub(crate) const HEADROOM: f64 = 0.85;
+/// An estimate older than this is a viewer that left (viewers report twice a second).
+pub(crate) const STALE_AFTER: Duration = Duration::from_secs(3);
+
+/// The encoder's target: the slowest estimate with headroom, within `floor..=configured`
+/// (a floor above the configured rate is the configured rate). No estimates: `configured`.
+pub(crate) fn target(estimates: impl IntoIterator<Item = u64>, configured: u32, floor: u32) -> u32 {
+    let floor = floor.min(configured);
+    match estimates.into_iter().min() {
+        None => configured,
+        Some(slowest) => {
+            let aim = (slowest as f64 * HEADROOM) as u64;
+            aim.clamp(u64::from(floor), u64::from(configured)) as u32
+        }
+    }
+}
+
+/// Whether to retune the encoder from `current` to `wanted` bit/s: down at once when it is
+/// clearly less (5 %: a congested link cannot wait), up only by a clear step (10 %), so the
+/// encoder does not chase every wobble of the estimate. The estimator itself rises slowly.
+pub(crate) fn worth_changing(current: u32, wanted: u32) -> bool {
+    let (current, wanted) = (f64::from(current), f64::from(wanted));
+    wanted < current * 0.95 || wanted > current * 1.10
+}
+
+/// At most this many times the configured keyframe interval while the rate is down.
+const MAX_KEYFRAME_STRETCH: u32 = 10;
+
+/// The keyframe interval (in pictures) at `rate` bit/s: the configured one at the configured
+/// rate, stretched in proportion as the rate falls (up to [`MAX_KEYFRAME_STRETCH`]), so that
+/// keyframes' share of a thin link stays what it was.
+pub(crate) fn keyframe_interval(configured_frames: u32, configured: u32, rate: u32) -> u32 {
+    let stretch = (f64::from(configured) / f64::from(rate.max(1)))
+        .clamp(1.0, f64::from(MAX_KEYFRAME_STRETCH));
+    (f64::from(configured_frames) * stretch).round() as u32
+}
+
+/// The latest estimate of each viewer, by reader id.
+#[derive(Debug, Default)]
+pub(crate) struct Estimates {
+    latest: std::collections::HashMap<u64, (u64, Instant)>,
+}
+
+impl Estimates {
+    pub(crate) fn report(&mut self, reader: u64, bps: u64, now: Instant) {
+        self.latest.insert(reader, (bps, now));
+        self.latest
+            .retain(|_, (_, at)| now.saturating_duration_since(*at) < STALE_AFTER);
+    }
+
+    /// The slowest fresh estimate, if any.
+    pub(crate) fn slowest(&self, now: Instant) -> Option<u64> {
+        self.latest
+            .values()
+            .filter(|(_, at)| now.saturating_duration_since(*at) < STALE_AFTER)
+            .map(|(bps, _)| *bps)
+            .min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_slowest_viewer_sets_the_rate_within_floor_and_configured() {
+        assert_eq!(target([], 2_000_000, 150_000), 2_000_000);
+        assert_eq!(target([1_000_000, 5_000_000], 2_000_000, 150_000), 850_000);
+        assert_eq!(target([50_000], 2_000_000, 150_000), 150_000);
+        assert_eq!(target([9_000_000], 2_000_000, 150_000), 2_000_000);
+        // A floor above the configured rate is the configured rate.
+        assert_eq!(target([10_000], 300_000, 500_000), 300_000);
+    }
+
+    #[test]
+    fn small_wobbles_leave_the_encoder_alone() {
+        assert!(!worth_changing(1_000_000, 970_000));
+        assert!(worth_changing(1_000_000, 940_000));
+        assert!(!worth_changing(1_000_000, 1_080_000));
+        assert!(worth_changing(1_000_000, 1_120_000));
+    }
+
+    #[test]
+    fn keyframes_thin_out_as_the_rate_falls() {
+        assert_eq!(keyframe_interval(60, 2_000_000, 2_000_000), 60);
+        assert_eq!(keyframe_interval(60, 2_000_000, 1_000_000), 120);
+        assert_eq!(keyframe_interval(60, 2_000_000, 150_000), 600);
+        assert_eq!(keyframe_interval(60, 2_000_000, 3_000_000), 60);
+    }
+
+    #[test]
+    fn a_viewer_that_stops_reporting_stops_counting() {
+        let t0 = Instant::now();
+        let mut estimates = Estimates::default();
+        estimates.report(1, 500_000, t0);
+        estimates.report(2, 2_000_000, t0);
+        assert_eq!(estimates.slowest(t0), Some(500_000));
+        // Viewer 1 left; viewer 2 keeps reporting.
+        let later = t0 + STALE_AFTER + Duration::from_millis(1);
+        estimates.report(2, 2_100_000, later);
+        assert_eq!(estimates.slowest(later), Some(2_100_000));
+        assert_eq!(estimates.slowest(later + STALE_AFTER), None);
+    }
+}
