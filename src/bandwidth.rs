@@ -30,10 +30,14 @@ pub(crate) fn target(estimates: impl IntoIterator<Item = u64>, configured: u32, 
 
 /// Whether to retune the encoder from `current` to `wanted` bit/s: down at once when it is
 /// clearly less (5 %: a congested link cannot wait), up only by a clear step (10 %), so the
-/// encoder does not chase every wobble of the estimate. The estimator itself rises slowly.
-pub(crate) fn worth_changing(current: u32, wanted: u32) -> bool {
-    let (current, wanted) = (f64::from(current), f64::from(wanted));
-    wanted < current * 0.95 || wanted > current * 1.10
+/// encoder does not chase every wobble of the estimate (the estimator itself rises slowly) —
+/// but back to the `configured` rate whenever that is what is wanted, however close.
+pub(crate) fn worth_changing(current: u32, wanted: u32, configured: u32) -> bool {
+    if wanted == current {
+        return false;
+    }
+    let (c, w) = (f64::from(current), f64::from(wanted));
+    wanted == configured || w < c * 0.95 || w > c * 1.10
 }
 
 /// At most this many times the configured keyframe interval while the rate is down.
@@ -87,10 +91,14 @@ mod tests {
 
     #[test]
     fn small_wobbles_leave_the_encoder_alone() {
-        assert!(!worth_changing(1_000_000, 970_000));
-        assert!(worth_changing(1_000_000, 940_000));
-        assert!(!worth_changing(1_000_000, 1_080_000));
-        assert!(worth_changing(1_000_000, 1_120_000));
+        let configured = 2_000_000;
+        assert!(!worth_changing(1_000_000, 970_000, configured));
+        assert!(worth_changing(1_000_000, 940_000, configured));
+        assert!(!worth_changing(1_000_000, 1_080_000, configured));
+        assert!(worth_changing(1_000_000, 1_120_000, configured));
+        // Back to the configured rate, however close.
+        assert!(worth_changing(1_900_000, configured, configured));
+        assert!(!worth_changing(configured, configured, configured));
     }
 
     #[test]

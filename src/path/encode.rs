@@ -86,7 +86,7 @@ fn follow_bandwidth(
         .filter(|_| encoding.adaptive_bitrate);
     let wanted = bandwidth::target(estimate, encoding.bitrate_bps, encoding.min_bitrate_bps);
     let current = encoder.settings().bitrate_bps;
-    if wanted != current && bandwidth::worth_changing(current, wanted) {
+    if bandwidth::worth_changing(current, wanted, encoding.bitrate_bps) {
         encoder
             .set_bitrate(wanted)
             .map_err(|err| format!("path {path}: cannot set the bit rate: {err}"))?;
