@@ -10,6 +10,7 @@
 //! 1. `encoders`: openh264 alone against x264 alone, CPU per picture.
 //! 2. `pipeline`: camportal's whole job for one viewer (capture from a file, encode, packetize,
 //!    encrypt, send) against ffmpeg encoding the same file at the same rate; CPU of each process.
+//!    `webcam`: the same from an MJPEG clip (4:2:2, as USB webcams send), decoded by both sides.
 //! 3. `ttff`: time to first frame, 50 joins, with the Rust viewer and with headless Chromium.
 //! 4. `latency`: capture stamp → decoded picture (Rust viewer), → presented frame (Chromium).
 //! 5. `viewers`: 1…200 light viewers of one 720p30 2 Mbit/s stream: daemon CPU, loss, memory.
@@ -56,8 +57,8 @@ struct Args {
     /// Short durations and few sizes: a smoke run of every measurement (~3 min).
     #[arg(long)]
     quick: bool,
-    /// Only these sections (comma-separated): encoders, pipeline, ttff, latency, viewers, memory,
-    /// readers, soak.
+    /// Only these sections (comma-separated): encoders, pipeline, webcam, ttff, latency,
+    /// viewers, memory, readers, soak.
     #[arg(long, value_delimiter = ',')]
     only: Vec<Section>,
     /// Where to write the report [default: BENCHMARKS.md, or target/bench/BENCHMARKS-quick.md
@@ -70,6 +71,7 @@ struct Args {
 enum Section {
     Encoders,
     Pipeline,
+    Webcam,
     Ttff,
     Latency,
     Viewers,
@@ -172,8 +174,10 @@ async fn main() -> anyhow::Result<()> {
 
     // Every missing part is reported before anything runs, each with what to install.
     let mut missing = Vec::new();
-    let needs_ffmpeg =
-        wants(Section::Encoders) || wants(Section::Pipeline) || wants(Section::Readers);
+    let needs_ffmpeg = wants(Section::Encoders)
+        || wants(Section::Pipeline)
+        || wants(Section::Webcam)
+        || wants(Section::Readers);
     if needs_ffmpeg && let Err(err) = machine::check_ffmpeg() {
         missing.push(format!("{err:#}"));
     }
@@ -186,6 +190,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let needs_daemon = [
         Section::Pipeline,
+        Section::Webcam,
         Section::Ttff,
         Section::Latency,
         Section::Viewers,
@@ -216,6 +221,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if wants(Section::Pipeline) {
         report.add(pipeline::run(&bench).await.context("pipeline")?);
+    }
+    if wants(Section::Webcam) {
+        report.add(pipeline::run_webcam(&bench).await.context("webcam path")?);
     }
     if wants(Section::Ttff) {
         report.add(ttff::run(&bench).await.context("time to first frame")?);

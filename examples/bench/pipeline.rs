@@ -1,6 +1,7 @@
 //! Pipeline CPU per stream: camportal doing its whole job for one viewer (read the clip, encode,
 //! packetize, encrypt, send) against the seed's ffmpeg only encoding the same clip at the same
-//! rate, each measured as its own process over the same window.
+//! rate, each measured as its own process over the same window. Twice: from raw I420, and from
+//! MJPEG as a USB webcam sends it (4:2:2 JPEGs, decoded by both sides first).
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -15,6 +16,15 @@ use crate::{Bench, clip};
 
 const FPS: u32 = 30;
 const WARM_UP: Duration = Duration::from_secs(3);
+
+/// What the clip is, as both sides read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Input {
+    /// Raw I420 (the `file` source's original format).
+    Raw,
+    /// Concatenated 4:2:2 JPEGs, as webcams send at 720p and 1080p.
+    Mjpeg,
+}
 
 struct Side {
     cpu: CpuUse,
@@ -51,11 +61,82 @@ pub async fn run(bench: &Bench) -> anyhow::Result<Section> {
         "viewer fps",
         "viewer loss",
     ]);
+    let worst = compare(bench, Input::Raw, &plan.sizes, window, &mut table).await?;
+    section.table(&table);
+    if let Some((ratio, size)) = worst {
+        section.goal(
+            "pipeline CPU, camportal / ffmpeg",
+            "≤ 1.0 at every size",
+            format!("worst {ratio:.2} ({size})"),
+            Some(ratio <= 1.0),
+        );
+    }
+    Ok(section)
+}
+
+/// The webcam path: the clip as MJPEG (made from the raw clip by ffmpeg, 4:2:2, quality 3).
+pub async fn run_webcam(bench: &Bench) -> anyhow::Result<Section> {
+    let plan = &bench.plan;
+    let window = Duration::from_secs(plan.pipeline_secs);
+    let mut section = Section::new("The webcam path: MJPEG in");
+    section.text(&format!(
+        "As the pipeline section, with the clip as a webcam sends it: concatenated 4:2:2 JPEGs \
+         (`ffmpeg -f rawvideo … -i clip.yuv -c:v mjpeg -pix_fmt yuvj422p -q:v 3 clip.mjpeg`). \
+         **camportal**: a `file` source with `format: mjpeg` (libjpeg-turbo decodes to I420, \
+         limited range, then encode, packetize, encrypt, send to one light viewer). \
+         **ffmpeg**: `ffmpeg -re -stream_loop -1 -f mjpeg -framerate 30 -i clip.mjpeg -c:v \
+         libx264 -preset ultrafast -b:v 2M -pix_fmt yuv420p -f h264 out.h264` (decode and \
+         encode only). {} s per side and size after {} s of warm-up.",
+        window.as_secs(),
+        WARM_UP.as_secs()
+    ));
+    let mut table = Table::new(&[
+        "size",
+        "camportal CPU",
+        "ffmpeg CPU",
+        "camportal / ffmpeg",
+        "camportal kbit/s",
+        "ffmpeg kbit/s",
+        "viewer fps",
+        "viewer loss",
+    ]);
+    let sizes: Vec<(u32, u32)> = plan
+        .sizes
+        .iter()
+        .copied()
+        .filter(|(w, _)| *w >= 1280)
+        .collect();
+    let worst = compare(bench, Input::Mjpeg, &sizes, window, &mut table).await?;
+    section.table(&table);
+    if let Some((ratio, size)) = worst {
+        section.goal(
+            "webcam path CPU, camportal / ffmpeg",
+            "≤ 0.6 at 720p and 1080p",
+            format!("worst {ratio:.2} ({size})"),
+            Some(ratio <= 0.6),
+        );
+    }
+    Ok(section)
+}
+
+/// Both sides at each size; the table's rows, and the worst ratio with its size.
+async fn compare(
+    bench: &Bench,
+    input: Input,
+    sizes: &[(u32, u32)],
+    window: Duration,
+    table: &mut Table,
+) -> anyhow::Result<Option<(f64, String)>> {
+    let plan = &bench.plan;
     let mut worst: Option<(f64, String)> = None;
-    for &(w, h) in &plan.sizes {
-        let clip = clip::ensure(&bench.work, w, h, plan.clip_frames, clip::CAMERA)?;
-        let ours = camportal(bench, &clip, w, h, window).await?;
-        let theirs = ffmpeg(&clip, w, h, window).await?;
+    for &(w, h) in sizes {
+        let raw = clip::ensure(&bench.work, w, h, plan.clip_frames, clip::CAMERA)?;
+        let clip = match input {
+            Input::Raw => raw,
+            Input::Mjpeg => mjpeg_clip(&raw, w, h)?,
+        };
+        let ours = camportal(bench, input, &clip, w, h, window).await?;
+        let theirs = ffmpeg(input, &clip, w, h, window).await?;
         let ratio = ours.cpu.cores() / theirs.cpu.cores();
         let pct = |c: &CpuUse| format!("{:.1} %", c.cores() * 100.0);
         table.row(vec![
@@ -72,28 +153,50 @@ pub async fn run(bench: &Bench) -> anyhow::Result<Section> {
         if worst.as_ref().is_none_or(|(r, _)| ratio > *r) {
             worst = Some((ratio, format!("{w}x{h}")));
         }
-        eprintln!("  pipeline {w}x{h}: camportal/ffmpeg {ratio:.2}");
+        eprintln!("  pipeline ({input:?}) {w}x{h}: camportal/ffmpeg {ratio:.2}");
     }
-    section.table(&table);
-    if let Some((ratio, size)) = worst {
-        section.goal(
-            "pipeline CPU, camportal / ffmpeg",
-            "≤ 1.0 at every size",
-            format!("worst {ratio:.2} ({size})"),
-            Some(ratio <= 1.0),
-        );
+    Ok(worst)
+}
+
+/// The MJPEG version of a raw clip, made once beside it.
+fn mjpeg_clip(raw: &std::path::Path, w: u32, h: u32) -> anyhow::Result<std::path::PathBuf> {
+    let path = raw.with_extension("mjpeg");
+    if std::fs::metadata(&path).is_ok_and(|m| m.len() > 0) {
+        return Ok(path);
     }
-    Ok(section)
+    let partial = raw.with_extension("mjpeg.partial");
+    let status = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-y"])
+        .args(["-f", "rawvideo", "-pix_fmt", "yuv420p"])
+        .args(["-s", &format!("{w}x{h}"), "-framerate", &FPS.to_string()])
+        .arg("-i")
+        .arg(raw)
+        .args([
+            "-c:v", "mjpeg", "-pix_fmt", "yuvj422p", "-q:v", "3", "-f", "mjpeg",
+        ])
+        .arg(&partial)
+        .status()
+        .context("starting ffmpeg to make the MJPEG clip")?;
+    if !status.success() {
+        bail!("ffmpeg could not make the MJPEG clip: {status}");
+    }
+    std::fs::rename(&partial, &path)?;
+    Ok(path)
 }
 
 async fn camportal(
     bench: &Bench,
+    input: Input,
     clip: &std::path::Path,
     w: u32,
     h: u32,
     window: Duration,
 ) -> anyhow::Result<Side> {
-    let yaml = daemon::path_yaml(&daemon::file(clip), w, h, FPS, "2M");
+    let mut source = daemon::file(clip);
+    if input == Input::Mjpeg {
+        source.push_str("  format: mjpeg\n");
+    }
+    let yaml = daemon::path_yaml(&source, w, h, FPS, "2M");
     let daemon = Daemon::start(&bench.camportal, &yaml).await?;
     let viewer = LightViewer::connect(&daemon.whep_url("bench")).await?;
     wait_for_frames(&viewer).await?;
@@ -137,10 +240,17 @@ impl Drop for Ffmpeg {
     }
 }
 
-async fn ffmpeg(clip: &std::path::Path, w: u32, h: u32, window: Duration) -> anyhow::Result<Side> {
+async fn ffmpeg(
+    input: Input,
+    clip: &std::path::Path,
+    w: u32,
+    h: u32,
+    window: Duration,
+) -> anyhow::Result<Side> {
     let out = tempfile::NamedTempFile::new()?;
     let limit = (WARM_UP + window + Duration::from_secs(5)).as_secs();
-    let child = Command::new("ffmpeg")
+    let mut command = Command::new("ffmpeg");
+    command
         .args([
             "-hide_banner",
             "-loglevel",
@@ -149,15 +259,14 @@ async fn ffmpeg(clip: &std::path::Path, w: u32, h: u32, window: Duration) -> any
             "-y",
             "-re",
         ])
-        .args([
-            "-stream_loop",
-            "-1",
-            "-f",
-            "rawvideo",
-            "-pix_fmt",
-            "yuv420p",
-        ])
-        .args(["-s", &format!("{w}x{h}"), "-framerate", &FPS.to_string()])
+        .args(["-stream_loop", "-1"]);
+    match input {
+        Input::Raw => command
+            .args(["-f", "rawvideo", "-pix_fmt", "yuv420p"])
+            .args(["-s", &format!("{w}x{h}"), "-framerate", &FPS.to_string()]),
+        Input::Mjpeg => command.args(["-f", "mjpeg", "-framerate", &FPS.to_string()]),
+    };
+    let child = command
         .arg("-i")
         .arg(clip)
         .args(["-t", &limit.to_string()])
