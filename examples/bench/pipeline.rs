@@ -51,16 +51,7 @@ pub async fn run(bench: &Bench) -> anyhow::Result<Section> {
         window.as_secs(),
         WARM_UP.as_secs()
     ));
-    let mut table = Table::new(&[
-        "size",
-        "camportal CPU",
-        "ffmpeg CPU",
-        "camportal / ffmpeg",
-        "camportal kbit/s",
-        "ffmpeg kbit/s",
-        "viewer fps",
-        "viewer loss",
-    ]);
+    let mut table = comparison_table();
     let worst = compare(bench, Input::Raw, &plan.sizes, window, &mut table).await?;
     section.table(&table);
     if let Some((ratio, size)) = worst {
@@ -90,16 +81,7 @@ pub async fn run_webcam(bench: &Bench) -> anyhow::Result<Section> {
         window.as_secs(),
         WARM_UP.as_secs()
     ));
-    let mut table = Table::new(&[
-        "size",
-        "camportal CPU",
-        "ffmpeg CPU",
-        "camportal / ffmpeg",
-        "camportal kbit/s",
-        "ffmpeg kbit/s",
-        "viewer fps",
-        "viewer loss",
-    ]);
+    let mut table = comparison_table();
     let sizes: Vec<(u32, u32)> = plan
         .sizes
         .iter()
@@ -117,6 +99,20 @@ pub async fn run_webcam(bench: &Bench) -> anyhow::Result<Section> {
         );
     }
     Ok(section)
+}
+
+/// The columns both pipeline sections show.
+fn comparison_table() -> Table {
+    Table::new(&[
+        "size",
+        "camportal CPU",
+        "ffmpeg CPU",
+        "camportal / ffmpeg",
+        "camportal kbit/s",
+        "ffmpeg kbit/s",
+        "viewer fps",
+        "viewer loss",
+    ])
 }
 
 /// Both sides at each size; the table's rows, and the worst ratio with its size.
