@@ -57,6 +57,10 @@ pub struct PathStatus {
     pub adaptive_bitrate: bool,
     /// What the encoder aims at now: `bitrateKbps`, or less while a viewer's link is thin.
     pub target_bitrate_kbps: u32,
+    /// A passed-through H.264 source (a camera's or a program's own) cannot be asked for a
+    /// keyframe: a new viewer waits for its next one, up to this long (the interval between its
+    /// last two keyframes).
+    pub source_keyframe_interval_ms: Option<u32>,
     /// The slowest WebRTC viewer's bandwidth estimate, once one has been measured.
     pub bandwidth_estimate_kbps: Option<u32>,
     /// WHEP viewers (`readers.webrtc`).
@@ -99,6 +103,7 @@ impl PathStatus {
             adaptive_bitrate: false,
             target_bitrate_kbps: 0,
             bandwidth_estimate_kbps: None,
+            source_keyframe_interval_ms: None,
             viewers: 0,
             readers: Readers::default(),
             restarts: 0,

@@ -155,6 +155,21 @@ async fn h264_mjpeg_and_raw_output_play_to_a_viewer() {
         let status = daemon.status(name).expect("listed");
         assert_eq!(status.state, PathState::Running, "{status:?}");
         assert_eq!(status.source, "exec ffmpeg");
+        // Passed through, the program's keyframes (-g 25 at 25 fps) are what new viewers wait
+        // for, and the status says how long that is (once two have come).
+        if *name == "h264" {
+            daemon
+                .wait_for("the source's keyframe interval", |s| {
+                    s.paths.iter().any(|p| {
+                        p.name == "h264"
+                            && p.source_keyframe_interval_ms
+                                .is_some_and(|ms| (800..=1200).contains(&ms))
+                    })
+                })
+                .await;
+        } else {
+            assert_eq!(status.source_keyframe_interval_ms, None, "{status:?}");
+        }
         viewer.close().await.expect("close");
     }
 }

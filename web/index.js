@@ -58,8 +58,12 @@
   }
 
   function pathRow(path) {
-    const video = path.width && path.height
+    let video = path.width && path.height
       ? `${path.width}×${path.height} @ ${path.fps} fps` : '–';
+    // A camera's own H.264 cannot be asked for a keyframe: new viewers wait for its next one.
+    if (path.sourceKeyframeIntervalMs) {
+      video += `; new viewers wait up to ${(path.sourceKeyframeIntervalMs / 1000).toFixed(1)} s`;
+    }
     return el('tr', { className: `state-${path.state}` },
       el('td', {}, thumbnail(path)),
       el('td', {}, el('a', { href: path.url + signIn, textContent: path.name })),

@@ -19,6 +19,7 @@ use crate::frame::{AccessUnit, RawFrame};
 use crate::handoff::{Latest, Taken};
 use crate::metrics::KeyframeReason;
 use crate::source::Captured;
+use crate::status::StatusBoard;
 
 /// How often a thread with nothing to do checks whether it must stop.
 const IDLE_POLL: Duration = Duration::from_millis(200);
@@ -29,6 +30,8 @@ pub(super) struct EncodeArgs {
     pub encoding: watch::Receiver<EncodingConfig>,
     pub handoff: Arc<Latest<Captured>>,
     pub fanout: Arc<Fanout>,
+    /// Where a passed-through source's keyframe interval is shown.
+    pub board: StatusBoard,
 }
 
 /// The encoder thread's work.
@@ -112,6 +115,31 @@ fn follow_bandwidth(
     Ok(())
 }
 
+/// The interval between a passed-through source's keyframes, shown in the status API: how
+/// long a new viewer may wait (such a source cannot be asked for a keyframe).
+#[derive(Default)]
+struct SourceKeyframes {
+    last: Option<std::time::Instant>,
+    shown: Option<u32>,
+}
+
+impl SourceKeyframes {
+    fn seen(&mut self, at: std::time::Instant, path: &str, board: &StatusBoard) {
+        if let Some(last) = self.last.replace(at) {
+            let ms =
+                u32::try_from(at.saturating_duration_since(last).as_millis()).unwrap_or(u32::MAX);
+            // Shown again only when it changes by a tenth: the board is not written per GOP.
+            let changed = self
+                .shown
+                .is_none_or(|shown| ms.abs_diff(shown) > shown / 10);
+            if changed {
+                self.shown = Some(ms);
+                board.update_path(path, |status| status.source_keyframe_interval_ms = Some(ms));
+            }
+        }
+    }
+}
+
 /// A picture as the encoder holds it: raw ones shared with JPEG readers.
 enum Input {
     Raw(Arc<RawFrame>),
@@ -123,6 +151,7 @@ fn run(args: &EncodeArgs, stop: &AtomicBool) -> Result<(), String> {
     let mut encoding = encoding_rx.borrow_and_update().clone();
     let mut encoder: Option<Encoder> = None;
     let mut passthrough = PassthroughPictures::default();
+    let mut source_keyframes = SourceKeyframes::default();
     // Nobody watching: pictures are taken (so capture never backs up) but not encoded, which
     // saves a path's whole encoding cost on a box with cameras nobody looks at. A join needs a
     // keyframe anyway, so the first picture after idling is one and the join costs nothing.
@@ -153,6 +182,7 @@ fn run(args: &EncodeArgs, stop: &AtomicBool) -> Result<(), String> {
                 if unit.keyframe {
                     // Known before anyone watches: the first viewer's answer names the profile.
                     args.fanout.remember_parameter_sets(&unit.data);
+                    source_keyframes.seen(unit.capture.mono, &args.path, &args.board);
                 }
                 let wanted = args.fanout.pictures_wanted();
                 if let Some(picture) = passthrough.push(&unit, wanted) {

@@ -128,6 +128,7 @@ pub(crate) fn initial_status(config: &PathConfig) -> PathStatus {
         adaptive_bitrate: encoding.adaptive_bitrate,
         target_bitrate_kbps: encoding.bitrate_bps / 1000,
         bandwidth_estimate_kbps: None,
+        source_keyframe_interval_ms: None,
         viewers: 0,
         readers: crate::status::Readers::default(),
         restarts: 0,
@@ -175,6 +176,7 @@ impl PathActorState {
                     encoding: self.encoding.subscribe(),
                     handoff: Arc::clone(&self.handoff),
                     fanout: Arc::clone(&self.fanout),
+                    board: self.board.clone(),
                 });
                 // Not waited for: it ends within its idle poll, and a restart's picture gap
                 // should not grow by it.
