@@ -114,9 +114,6 @@ impl Fanout {
         if payloads.is_empty() {
             return Ok(());
         }
-        if unit.keyframe {
-            self.remember_parameter_sets(&unit.data);
-        }
         self.counters
             .ready_to_send_after(unit.capture.mono.elapsed());
         // No receivers is normal: the last viewer may have left since the encoder looked.
@@ -129,8 +126,9 @@ impl Fanout {
         Ok(())
     }
 
-    /// Keeps the SPS and PPS of a keyframe: for RTSP's DESCRIBE and WHEP's answer (the
-    /// profile sent), also of a camera's own H.264 nobody watches yet.
+    /// Keeps the SPS and PPS of a keyframe, for RTSP's DESCRIBE and WHEP's answer (the profile
+    /// sent). The encoder thread calls it for every keyframe it has, published or not (a
+    /// camera's own H.264 nobody watches yet).
     pub(super) fn remember_parameter_sets(&self, annexb: &[u8]) {
         let find = |kind| {
             h264::nal_units(annexb)

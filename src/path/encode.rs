@@ -239,6 +239,7 @@ fn run(args: &EncodeArgs, stop: &AtomicBool) -> Result<(), String> {
                 if let Some(unit) = unit {
                     if unit.keyframe {
                         counters.keyframe(reason.unwrap_or(KeyframeReason::Interval));
+                        args.fanout.remember_parameter_sets(&unit.data);
                     }
                     args.fanout.publish(&unit)?;
                 }

@@ -443,6 +443,9 @@ impl Actor for PathActor {
                 state.board.update_path(&state.name(), |status| {
                     status.bitrate_kbps = config.encoding.bitrate_bps / 1000;
                     status.adaptive_bitrate = config.encoding.adaptive_bitrate;
+                    // The encoder takes the new rate at its next picture; an adapting path's
+                    // next estimate report corrects this if a viewer's link is thin.
+                    status.target_bitrate_kbps = config.encoding.bitrate_bps / 1000;
                 });
                 state.encoding.send_replace(config.encoding.clone());
                 state.config = config;
