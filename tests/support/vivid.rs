@@ -290,6 +290,7 @@ fn cpio(root: &Path, out: &Path) {
 struct Base {
     vmlinuz: PathBuf,
     cpio: PathBuf,
+    kernel_version: String,
 }
 
 fn base() -> &'static Base {
@@ -322,6 +323,7 @@ fn build_base() -> Base {
         return Base {
             vmlinuz: kernel.vmlinuz,
             cpio: cpio_path,
+            kernel_version: kernel.version,
         };
     }
     let staging = tempfile::tempdir_in(rig_dir()).unwrap_or_else(|e| fail(e));
@@ -371,7 +373,141 @@ fn build_base() -> Base {
     Base {
         vmlinuz: kernel.vmlinuz,
         cpio: cpio_path,
+        kernel_version: kernel.version,
     }
+}
+
+/// The feeder's source (a C program: see the file).
+const FEEDER_SOURCE: &str = include_str!("v4l2_feeder.c");
+
+/// Debian's v4l2loopback (the source that `v4l2loopback-dkms` installs), built against the guest
+/// kernel's headers and cached beside the kernel.
+fn v4l2loopback(kernel_version: &str) -> PathBuf {
+    let module = rig_dir().join(format!("v4l2loopback-{kernel_version}.ko"));
+    if module.exists() {
+        return module;
+    }
+    let headers = PathBuf::from(format!("/usr/src/linux-headers-{kernel_version}"));
+    if !headers.join("Makefile").exists() {
+        fail(format!(
+            "{} not found: v4l2loopback is built against the guest kernel's headers: run \
+             `apt-get install linux-headers-{kernel_version}` (./dev installs \
+             linux-headers-amd64, the same version unless the cached kernel under {} is older)",
+            headers.display(),
+            rig_dir().display()
+        ));
+    }
+    need_tool("/usr/bin/make", "make");
+    let work = tempfile::tempdir_in(rig_dir()).unwrap_or_else(|e| fail(e));
+    host(
+        "apt-get",
+        &["download", "v4l2loopback-dkms"],
+        Some(work.path()),
+        "needs Debian's package lists: run `apt-get update`",
+    );
+    let deb = std::fs::read_dir(work.path())
+        .ok()
+        .and_then(|mut entries| entries.find_map(|e| e.ok().map(|e| e.path())))
+        .unwrap_or_else(|| fail("apt-get download v4l2loopback-dkms left no file"));
+    let unpacked = work.path().join("root");
+    host(
+        "dpkg-deb",
+        &[
+            "-x",
+            &deb.display().to_string(),
+            &unpacked.display().to_string(),
+        ],
+        None,
+        "dpkg-deb is Debian's",
+    );
+    let source = std::fs::read_dir(unpacked.join("usr/src"))
+        .ok()
+        .and_then(|mut entries| {
+            entries.find_map(|e| {
+                let path = e.ok()?.path();
+                path.join("v4l2loopback.c").exists().then_some(path)
+            })
+        })
+        .unwrap_or_else(|| fail("v4l2loopback-dkms has no usr/src/v4l2loopback-*/"));
+    host(
+        "make",
+        &[
+            "-C",
+            &headers.display().to_string(),
+            &format!("M={}", source.display()),
+            "modules",
+        ],
+        None,
+        "building v4l2loopback needs make and gcc (`apt-get install make gcc`)",
+    );
+    // Atomic: a concurrent run never loads a half-written module.
+    let partial = work.path().join("v4l2loopback.ko");
+    std::fs::copy(source.join("v4l2loopback.ko"), &partial).unwrap_or_else(|e| fail(e));
+    std::fs::rename(&partial, &module).unwrap_or_else(|e| fail(e));
+    module
+}
+
+/// The feeder, linked statically (the guest has no C library of its own), cached by source.
+fn feeder() -> PathBuf {
+    let digest = {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        FEEDER_SOURCE.hash(&mut hasher);
+        hasher.finish()
+    };
+    let binary = rig_dir().join(format!("v4l2_feeder-{digest:016x}"));
+    if binary.exists() {
+        return binary;
+    }
+    let work = tempfile::tempdir_in(rig_dir()).unwrap_or_else(|e| fail(e));
+    let source = work.path().join("v4l2_feeder.c");
+    std::fs::write(&source, FEEDER_SOURCE).unwrap_or_else(|e| fail(e));
+    let partial = work.path().join("v4l2_feeder");
+    host(
+        "gcc",
+        &[
+            "-static",
+            "-O2",
+            "-Wall",
+            "-o",
+            &partial.display().to_string(),
+            &source.display().to_string(),
+        ],
+        None,
+        "the feeder needs gcc and the static C library (`apt-get install gcc libc6-dev`)",
+    );
+    std::fs::rename(&partial, &binary).unwrap_or_else(|e| fail(e));
+    binary
+}
+
+/// v4l2loopback, the feeder and the clips it plays: `/lib/v4l2loopback.ko`, `/bin/v4l2_feeder`
+/// and `/clips/<name>/` for each `(name, host directory)`.
+fn loopback_cpio(dir: &Path, kernel_version: &str, clips: &[(&str, &Path)]) -> PathBuf {
+    let root = dir.join("loopback");
+    for sub in ["bin", "lib", "clips"] {
+        std::fs::create_dir_all(root.join(sub)).unwrap_or_else(|e| fail(e));
+    }
+    std::fs::copy(
+        v4l2loopback(kernel_version),
+        root.join("lib/v4l2loopback.ko"),
+    )
+    .unwrap_or_else(|e| fail(e));
+    let feeder_in_guest = root.join("bin/v4l2_feeder");
+    std::fs::copy(feeder(), &feeder_in_guest).unwrap_or_else(|e| fail(e));
+    set_executable(&feeder_in_guest);
+    for (name, from) in clips {
+        let to = root.join("clips").join(name);
+        std::fs::create_dir_all(&to).unwrap_or_else(|e| fail(e));
+        for entry in std::fs::read_dir(from)
+            .unwrap_or_else(|e| fail(e))
+            .flatten()
+        {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap_or_else(|e| fail(e));
+        }
+    }
+    let out = dir.join("loopback.cpio");
+    cpio(&root, &out);
+    out
 }
 
 fn set_executable(path: &Path) {
@@ -416,6 +552,10 @@ fn app_cpio(dir: &Path, paths: &[(&str, &str)]) -> PathBuf {
     out
 }
 
+fn feeder_pid_file(device: &str) -> String {
+    format!("/tmp/feeder-{}.pid", device.replace('/', "_"))
+}
+
 /// A port the kernel says is free now (QEMU binds it a moment later).
 fn free_port(udp: bool) -> u16 {
     let port = if udp {
@@ -446,6 +586,17 @@ pub struct Guest {
 impl Guest {
     /// Boots a guest whose `/etc/camportal/config.d` holds `paths`; the daemon is not started.
     pub fn boot(paths: &[(&str, &str)]) -> Guest {
+        Self::boot_image(paths, None)
+    }
+
+    /// [`Guest::boot`] with v4l2loopback and its feeder for compressed cameras (see
+    /// [`Guest::load_loopback`], [`Guest::start_feeder`]), and each `(name, host directory)` of
+    /// `clips` at `/clips/<name>/`: one file per picture.
+    pub fn boot_with_loopback(paths: &[(&str, &str)], clips: &[(&str, &Path)]) -> Guest {
+        Self::boot_image(paths, Some(clips))
+    }
+
+    fn boot_image(paths: &[(&str, &str)], loopback: Option<&[(&str, &Path)]>) -> Guest {
         let turn = one_at_a_time();
         let base = base();
         let work = tempfile::tempdir_in(rig_dir()).unwrap_or_else(|e| fail(e));
@@ -454,6 +605,10 @@ impl Guest {
         let initrd = work.path().join("initrd.cpio");
         let mut image = std::fs::read(&base.cpio).unwrap_or_else(|e| fail(e));
         image.extend(std::fs::read(&app).unwrap_or_else(|e| fail(e)));
+        if let Some(clips) = loopback {
+            let extra = loopback_cpio(work.path(), &base.kernel_version, clips);
+            image.extend(std::fs::read(&extra).unwrap_or_else(|e| fail(e)));
+        }
         std::fs::write(&initrd, image).unwrap_or_else(|e| fail(e));
 
         let mut last_error = String::new();
@@ -619,6 +774,43 @@ impl Guest {
         self.ok(&format!("modprobe vivid {options}"));
     }
 
+    /// Loads v4l2loopback (booted with [`Guest::boot_with_loopback`]) with `options`, e.g.
+    /// `devices=2 exclusive_caps=1,1`: output nodes that a feeder turns into cameras.
+    pub fn load_loopback(&mut self, options: &str) {
+        self.ok(&format!(
+            "modprobe videodev && insmod /lib/v4l2loopback.ko {options}"
+        ));
+    }
+
+    /// Plays `/clips/<clip>/*` on `device` in the background, one file per picture, looped
+    /// (`fourcc` e.g. `MJPG` or `H264`), and waits until the driver offers it as a camera.
+    pub fn start_feeder(
+        &mut self,
+        device: &str,
+        fourcc: &str,
+        size: (u32, u32),
+        fps: u32,
+        clip: &str,
+    ) {
+        let pid_file = feeder_pid_file(device);
+        self.ok(&format!(
+            "v4l2_feeder {device} {fourcc} {} {} {fps} /clips/{clip}/* >/dev/console 2>&1 & \
+             echo $! > {pid_file}",
+            size.0, size.1
+        ));
+        // With exclusive_caps the node says "capture" only once a writer has set it up.
+        self.ok(&format!(
+            "n=0; until v4l2-ctl -d {device} --all 2>/dev/null | grep -q 'Video Capture$'; do \
+             n=$((n+1)); [ $n -lt 100 ] || exit 1; usleep 50000; done"
+        ));
+    }
+
+    /// Stops the feeder of `device`: the camera stops sending, as an unplugged webcam does.
+    pub fn stop_feeder(&mut self, device: &str) {
+        let pid_file = feeder_pid_file(device);
+        self.ok(&format!("kill $(cat {pid_file}) && rm {pid_file}"));
+    }
+
     /// Starts the daemon in the guest, advertising the host's loopback, and waits until its
     /// status API answers through the forwarded port.
     pub fn start_daemon(&mut self) {
@@ -661,19 +853,27 @@ impl Guest {
 
     /// One path's entry of `GET /api/paths`.
     pub fn path_status(&self, name: &str) -> serde_json::Value {
+        match self.try_path_status(name) {
+            Ok(status) => status,
+            Err(why) => self.fail(&why),
+        }
+    }
+
+    fn try_path_status(&self, name: &str) -> Result<serde_json::Value, String> {
         let body = self
             .http_get("/api/paths")
-            .unwrap_or_else(|| self.fail("the status API does not answer"));
+            .ok_or("the status API does not answer")?;
         let all: serde_json::Value =
-            serde_json::from_str(&body).unwrap_or_else(|e| self.fail(&format!("{e}: {body}")));
+            serde_json::from_str(&body).map_err(|e| format!("{e}: {body}"))?;
         all["paths"]
             .as_array()
             .and_then(|paths| paths.iter().find(|p| p["name"] == name))
             .cloned()
-            .unwrap_or_else(|| self.fail(&format!("no path {name} in {body}")))
+            .ok_or_else(|| format!("no path {name} in {body}"))
     }
 
-    /// Polls the status API until `condition` holds for the path; returns that status.
+    /// Polls the status API until `condition` holds for the path (which may not exist yet: a
+    /// file just dropped into config.d); returns that status.
     pub fn wait_status(
         &self,
         name: &str,
@@ -683,13 +883,16 @@ impl Guest {
     ) -> serde_json::Value {
         let deadline = Instant::now() + timeout;
         loop {
-            let status = self.path_status(name);
-            if condition(&status) {
-                return status;
+            let status = self.try_path_status(name);
+            if let Ok(status) = &status
+                && condition(status)
+            {
+                return status.clone();
             }
             if Instant::now() > deadline {
+                let last = status.unwrap_or_else(|why| why.into());
                 self.fail(&format!(
-                    "{name}: {what} did not happen within {timeout:?}: {status}"
+                    "{name}: {what} did not happen within {timeout:?}: {last}"
                 ));
             }
             std::thread::sleep(Duration::from_millis(100));

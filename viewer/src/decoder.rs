@@ -1,18 +1,21 @@
-//! H.264 decoding with OpenH264, for the decoding viewer and tests: Annex B in, the luma plane and
-//! the [`stamp`](camportal::stamp) it carries out.
+//! H.264 decoding with OpenH264, for the decoding viewer and tests: Annex B in, the picture's
+//! planes and the [`stamp`](camportal::stamp) it carries out.
 
 use openh264::decoder::Decoder as H264Decoder;
 use openh264::formats::YUVSource;
 
 use camportal::stamp::{self, Stamp};
 
-/// One decoded picture: its luma plane, tightly packed, and the stamp read from it (if any).
+/// One decoded picture: its I420 planes, tightly packed, and the stamp read from it (if any).
 #[derive(Debug, Clone)]
 pub struct DecodedPicture {
     pub width: u32,
     pub height: u32,
     /// Luma, stride = width.
     pub y: Vec<u8>,
+    /// Chroma, (width + 1) / 2 by (height + 1) / 2 each, stride = (width + 1) / 2.
+    pub u: Vec<u8>,
+    pub v: Vec<u8>,
     pub stamp: Option<Stamp>,
 }
 
@@ -49,31 +52,46 @@ impl Decoder {
             return Ok(None);
         };
         let (w, h) = yuv.dimensions();
-        let stride = yuv.strides().0;
-        let src = yuv.y();
-        let mut y = Vec::with_capacity(w * h);
-        for row in src.chunks(stride).take(h) {
-            let Some(row) = row.get(..w) else { break };
-            y.extend_from_slice(row);
-        }
-        if y.len() != w * h {
-            return Err(DecoderError {
-                context: "copying the picture",
-                source: openh264::Error::msg_string(format!(
-                    "luma plane of {} bytes is too short for {w}x{h} with stride {stride}",
-                    src.len()
-                )),
-            });
-        }
+        let (y_stride, u_stride, v_stride) = yuv.strides();
+        let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
+        let y = packed(yuv.y(), y_stride, w, h)?;
+        let u = packed(yuv.u(), u_stride, cw, ch)?;
+        let v = packed(yuv.v(), v_stride, cw, ch)?;
         let (width, height) = (w as u32, h as u32);
         let stamp = stamp::read(&y, w, width, height);
         Ok(Some(DecodedPicture {
             width,
             height,
             y,
+            u,
+            v,
             stamp,
         }))
     }
+}
+
+/// A `width` x `height` plane without the decoder's row padding.
+fn packed(
+    plane: &[u8],
+    stride: usize,
+    width: usize,
+    height: usize,
+) -> Result<Vec<u8>, DecoderError> {
+    let mut out = Vec::with_capacity(width * height);
+    for row in plane.chunks(stride).take(height) {
+        let Some(row) = row.get(..width) else { break };
+        out.extend_from_slice(row);
+    }
+    if out.len() != width * height {
+        return Err(DecoderError {
+            context: "copying the picture",
+            source: openh264::Error::msg_string(format!(
+                "a plane of {} bytes is too short for {width}x{height} with stride {stride}",
+                plane.len()
+            )),
+        });
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -175,14 +175,26 @@ pub struct Viewer {
     closed: watch::Receiver<bool>,
     shared: Arc<Shared>,
     posted: Instant,
+    answer_sdp: String,
     /// `close` ran; `Drop` has nothing left to do.
     closed_by_us: bool,
 }
 
 impl Viewer {
-    /// POSTs an offer (one recvonly H.264 video transceiver) to `whep_url`, applies the answer;
-    /// Err says the HTTP status and the server's text body on non-201.
+    /// POSTs an offer (one recvonly H.264 video transceiver, Constrained Baseline) to
+    /// `whep_url`, applies the answer; Err says the HTTP status and the server's text body on
+    /// non-201.
     pub async fn connect(whep_url: &str) -> anyhow::Result<Viewer> {
+        Self::connect_offering(whep_url, offer::CONSTRAINED_BASELINE).await
+    }
+
+    /// [`Viewer::connect`] offering these H.264 `profile-level-id`s, in this order (a browser
+    /// offers several: `42e01f`, `4d001f`, …). The decoder takes Main and High without B-frames
+    /// (openh264).
+    pub async fn connect_offering(
+        whep_url: &str,
+        profile_level_ids: &[&str],
+    ) -> anyhow::Result<Viewer> {
         let url = whep::parse_url(whep_url)?;
         let whep = WhepClient::new()?;
         let shared = Arc::new(Shared::new());
@@ -196,9 +208,9 @@ impl Viewer {
             au_tx: Mutex::new(Some(au_tx)),
         });
         let local_ip = local_address::towards(&url).await?;
-        let pc = build_peer_connection(local_ip, handler).await?;
+        let pc = build_peer_connection(local_ip, handler, profile_level_ids).await?;
         match negotiate(pc.as_ref(), &whep, &url, &shared).await {
-            Ok((session_url, posted)) => {
+            Ok((session_url, posted, answer_sdp)) => {
                 info!(%session_url, "WHEP session established");
                 let closed = shared.closed.subscribe();
                 Ok(Viewer {
@@ -209,6 +221,7 @@ impl Viewer {
                     closed,
                     shared,
                     posted,
+                    answer_sdp,
                     closed_by_us: false,
                 })
             }
@@ -246,6 +259,11 @@ impl Viewer {
     /// When the offer was POSTed: where a viewer's wait for its first picture starts.
     pub fn offer_posted(&self) -> Instant {
         self.posted
+    }
+
+    /// The server's SDP answer, as received.
+    pub fn answer_sdp(&self) -> &str {
+        &self.answer_sdp
     }
 
     /// The session's absolute URL (the server's `Location`, resolved against the WHEP URL).
@@ -307,8 +325,9 @@ impl Drop for Viewer {
 async fn build_peer_connection(
     local_ip: IpAddr,
     handler: Arc<Handler>,
+    profile_level_ids: &[&str],
 ) -> anyhow::Result<Arc<dyn PeerConnection>> {
-    let mut media_engine = offer::media_engine(Feedback::Browser)?;
+    let mut media_engine = offer::media_engine(Feedback::Browser, profile_level_ids)?;
     // NACK generator, receiver reports, TWCC feedback: what a browser sends back.
     let registry = register_default_interceptors(Registry::new(), &mut media_engine)
         .context("registering interceptors")?;
@@ -345,7 +364,7 @@ async fn negotiate(
     whep: &WhepClient,
     url: &Url,
     shared: &Shared,
-) -> anyhow::Result<(String, Instant)> {
+) -> anyhow::Result<(String, Instant, String)> {
     pc.add_transceiver_from_kind(RtpCodecKind::Video, Some(offer::receive_video()))
         .await
         .context("adding the video transceiver")?;
@@ -366,8 +385,8 @@ async fn negotiate(
     let session = whep.post_offer(url, offer_sdp).await?;
     *lock(&shared.abs_capture_time_id) = abs_capture_time::id_in_sdp(&session.answer_sdp);
     let applied = async {
-        let answer =
-            RTCSessionDescription::answer(session.answer_sdp).context("parsing the answer SDP")?;
+        let answer = RTCSessionDescription::answer(session.answer_sdp.clone())
+            .context("parsing the answer SDP")?;
         pc.set_remote_description(answer)
             .await
             .context("applying the answer")
@@ -380,7 +399,7 @@ async fn negotiate(
         }
         return Err(err);
     }
-    Ok((session.url, session.posted))
+    Ok((session.url, session.posted, session.answer_sdp))
 }
 
 /// The peer connection's callbacks. They run on its driver, so they only record and spawn.

@@ -200,7 +200,7 @@ fn bind(local_ip: std::net::IpAddr) -> anyhow::Result<UdpSocket> {
 }
 
 fn build_peer_connection(local_addr: SocketAddr) -> anyhow::Result<RTCPeerConnection> {
-    let media_engine = offer::media_engine(Feedback::None)?;
+    let media_engine = offer::media_engine(Feedback::None, offer::CONSTRAINED_BASELINE)?;
     // Receiver reports, as every browser sends them; no NACKs (a loss stays a loss, and is
     // counted) and no decoder.
     let registry = configure_rtcp_reports(Registry::new());
