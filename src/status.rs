@@ -57,9 +57,9 @@ pub struct PathStatus {
     pub adaptive_bitrate: bool,
     /// What the encoder aims at now: `bitrateKbps`, or less while a viewer's link is thin.
     pub target_bitrate_kbps: u32,
-    /// A passed-through H.264 source (a camera's or a program's own) cannot be asked for a
+    /// A passed-through H.264 source (a camera's or a program's own) that cannot be asked for a
     /// keyframe: a new viewer waits for its next one, up to this long (the interval between its
-    /// last two keyframes).
+    /// last two keyframes). None for a camera that makes one on request.
     pub source_keyframe_interval_ms: Option<u32>,
     /// The slowest WebRTC viewer's bandwidth estimate, once one has been measured.
     pub bandwidth_estimate_kbps: Option<u32>,

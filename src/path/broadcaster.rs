@@ -6,7 +6,7 @@
 //! the control side: it alone decides when the encoder forces a keyframe, and publishes the
 //! reader counts.
 
-use std::sync::atomic::{AtomicU8, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -54,6 +54,10 @@ pub(crate) struct Fanout {
     packetizer: Mutex<Packetizer>,
     /// A keyframe is wanted, and why ([`KeyframeReason::code`]; 0: none).
     force_keyframe: AtomicU8,
+    /// The source makes keyframes of its own H.264 when asked (set by the capture).
+    source_keyframes: AtomicBool,
+    /// A keyframe is wanted from the source itself (taken by the capture).
+    source_keyframe_wanted: AtomicBool,
     /// The newest raw picture, while someone (a snapshot, an MJPEG reader) watches it.
     pictures: watch::Sender<Option<Arc<RawFrame>>>,
     /// The last picture compressed to JPEG, for all JPEG readers.
@@ -91,6 +95,8 @@ impl Default for Fanout {
             frames: broadcast::channel(RING_FRAMES).0,
             packetizer: Mutex::new(Packetizer::default()),
             force_keyframe: AtomicU8::new(0),
+            source_keyframes: AtomicBool::new(false),
+            source_keyframe_wanted: AtomicBool::new(false),
             pictures: watch::Sender::new(None),
             jpeg: Arc::default(),
             parameter_sets: Mutex::new(None),
@@ -193,6 +199,31 @@ impl Fanout {
     /// has just come back).
     pub(super) fn request_keyframe(&self, reason: KeyframeReason) {
         self.force_keyframe.store(reason.code(), Ordering::Release);
+    }
+
+    /// The capture says whether its source makes keyframes when asked.
+    pub(super) fn set_source_keyframes(&self, on_request: bool) {
+        self.source_keyframes.store(on_request, Ordering::Release);
+        self.source_keyframe_wanted.store(false, Ordering::Release);
+    }
+
+    pub(super) fn source_keyframes(&self) -> bool {
+        self.source_keyframes.load(Ordering::Acquire)
+    }
+
+    /// A passed-through stream needs a keyframe: the source is asked for one, if it can make
+    /// one. Returns whether it can.
+    pub(super) fn request_source_keyframe(&self) -> bool {
+        let can = self.source_keyframes();
+        if can {
+            self.source_keyframe_wanted.store(true, Ordering::Release);
+        }
+        can
+    }
+
+    /// The capture asks after each picture whether to ask its source for a keyframe.
+    pub(super) fn take_source_keyframe_request(&self) -> bool {
+        self.source_keyframe_wanted.swap(false, Ordering::AcqRel)
     }
 
     /// The slowest viewer's bandwidth estimate, unless it is stale.

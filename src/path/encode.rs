@@ -116,7 +116,7 @@ fn follow_bandwidth(
 }
 
 /// The interval between a passed-through source's keyframes, shown in the status API: how
-/// long a new viewer may wait (such a source cannot be asked for a keyframe).
+/// long a new viewer may wait (when the source cannot be asked for a keyframe).
 #[derive(Default)]
 struct SourceKeyframes {
     last: Option<std::time::Instant>,
@@ -182,7 +182,9 @@ fn run(args: &EncodeArgs, stop: &AtomicBool) -> Result<(), String> {
                 if unit.keyframe {
                     // Known before anyone watches: the first viewer's answer names the profile.
                     args.fanout.remember_parameter_sets(&unit.data);
-                    source_keyframes.seen(unit.capture.mono, &args.path, &args.board);
+                    if !args.fanout.source_keyframes() {
+                        source_keyframes.seen(unit.capture.mono, &args.path, &args.board);
+                    }
                 }
                 let wanted = args.fanout.pictures_wanted();
                 if let Some(picture) = passthrough.push(&unit, wanted) {
@@ -203,6 +205,17 @@ fn run(args: &EncodeArgs, stop: &AtomicBool) -> Result<(), String> {
         }
         match captured {
             Input::H264(unit) => {
+                // A join (or a loss) wants a keyframe: a camera that can make one is asked; the
+                // others' next one comes with their GOP.
+                let requested = args
+                    .fanout
+                    .take_keyframe_request()
+                    .or_else(|| std::mem::take(&mut idle).then_some(KeyframeReason::Join));
+                if let Some(reason) = requested
+                    && args.fanout.request_source_keyframe()
+                {
+                    debug!(path = %args.path, ?reason, "keyframe asked of the source");
+                }
                 if unit.keyframe {
                     args.fanout.counters().keyframe(KeyframeReason::Interval);
                 }

@@ -134,6 +134,7 @@ impl Source for StreamFile {
         SourceInfo {
             camera: None,
             format: Some(self.pictures.format().to_string()),
+            keyframe_on_request: false,
         }
     }
 }

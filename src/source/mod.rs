@@ -41,6 +41,9 @@ pub(crate) struct SourceError {
 pub(crate) struct SourceInfo {
     pub camera: Option<String>,
     pub format: Option<String>,
+    /// The source's own H.264 gets a keyframe when asked ([`Source::force_keyframe`]); without
+    /// it, a new viewer of a passed-through stream waits for the source's next one.
+    pub keyframe_on_request: bool,
 }
 
 pub(crate) trait Source: Send + 'static {
@@ -51,6 +54,10 @@ pub(crate) trait Source: Send + 'static {
     fn info(&self) -> SourceInfo {
         SourceInfo::default()
     }
+
+    /// Asks a source that sends its own H.264 for a keyframe soon (see
+    /// [`SourceInfo::keyframe_on_request`]); the others ignore it.
+    fn force_keyframe(&mut self) {}
 }
 
 /// Opens the source a path is configured with. `stop` is the capture thread's stop flag, for a

@@ -177,6 +177,8 @@ impl Source for ExecSource {
                     .as_ref()
                     .map_or("auto".to_owned(), |p| p.format().to_string()),
             ),
+            // A program's H.264 cannot be asked for a keyframe.
+            keyframe_on_request: false,
         }
     }
 }

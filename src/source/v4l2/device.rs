@@ -14,8 +14,19 @@ use crate::config::{DeviceMatch, DeviceSelector, UsbId};
 
 /// `V4L2_CAP_VIDEO_CAPTURE`: single-planar video capture, what webcams (uvcvideo) offer.
 const CAP_VIDEO_CAPTURE: u32 = 0x0000_0001;
+/// `V4L2_CID_MPEG_VIDEO_FORCE_KEY_FRAME`: a button that makes an H.264 camera's next picture a
+/// keyframe (drivers of encoding cameras and codecs offer it; uvcvideo maps it for some).
+const CID_FORCE_KEY_FRAME: u32 = 0x0099_09e5;
 /// Where udev puts stable links to video nodes.
 pub(crate) const STABLE_LINK_DIRS: [&str; 2] = ["/dev/v4l/by-id", "/dev/v4l/by-path"];
+
+/// Asks the camera for a keyframe now. EINVAL (or ENOTTY) when it has no such control.
+pub(crate) fn force_keyframe(dev: &Device) -> io::Result<()> {
+    dev.set_control(v4l::Control {
+        id: CID_FORCE_KEY_FRAME,
+        value: v4l::control::Value::None,
+    })
+}
 
 /// What one video node says about itself.
 #[derive(Debug, Clone, PartialEq, Eq)]

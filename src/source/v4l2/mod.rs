@@ -59,8 +59,9 @@ pub(crate) struct V4l2Source {
     what: String,
     /// `Option` so that `Drop` can take it and contain the v4l crate's panics on teardown.
     stream: Option<Stream<'static>>,
-    /// Kept open for the stream's lifetime (the stream holds the same file descriptor).
-    _device: Device,
+    /// Kept open for the stream's lifetime (the stream holds the same file descriptor); also
+    /// where controls are set.
+    device: Device,
     mode: Mode,
     /// Bytes per line of raw formats.
     stride: usize,
@@ -154,15 +155,20 @@ impl V4l2Source {
                 PixelFormat::H264 => Picture::H264(Passthrough::default()),
             };
             let interval = Duration::from_secs_f64(1.0 / mode.interval.fps().max(0.01));
-            info!(camera = %what, mode = %mode, "camera opened");
+            // Tried once here (a keyframe at the start does no harm): a camera that takes it
+            // answers a joining viewer at once instead of at its next GOP.
+            let keyframe_on_request =
+                mode.pixel == PixelFormat::H264 && device::force_keyframe(&dev).is_ok();
+            info!(camera = %what, mode = %mode, keyframe_on_request, "camera opened");
             return Ok(V4l2Source {
                 info: SourceInfo {
                     camera: Some(what.clone()),
                     format: Some(mode.to_string()),
+                    keyframe_on_request,
                 },
                 what,
                 stream: Some(stream),
-                _device: dev,
+                device: dev,
                 mode,
                 stride,
                 picture,
@@ -309,6 +315,16 @@ impl Source for V4l2Source {
 
     fn info(&self) -> SourceInfo {
         self.info.clone()
+    }
+
+    fn force_keyframe(&mut self) {
+        if !self.info.keyframe_on_request {
+            return;
+        }
+        if let Err(err) = device::force_keyframe(&self.device) {
+            // The next GOP comes anyway; a camera that stops taking it is not worth failing.
+            debug!(camera = %self.what, error = %io_error(&err), "cannot force a keyframe");
+        }
     }
 }
 
