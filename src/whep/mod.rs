@@ -6,6 +6,7 @@
 pub(crate) mod addresses;
 mod estimate;
 mod feedback;
+mod nomination;
 mod offer;
 pub(crate) mod peer;
 mod sessions;

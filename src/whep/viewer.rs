@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use bytes::BytesMut;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::event::RTCPeerConnectionEvent;
@@ -23,6 +24,7 @@ use tracing::{debug, info, warn};
 
 use super::estimate::Estimate;
 use super::feedback::asks_for_keyframe;
+use super::nomination::DeferredNomination;
 use super::peer::Answered;
 use super::udp_mux::{Inbound, UdpMux};
 use crate::metrics::Traffic;
@@ -101,6 +103,7 @@ impl Actor for Viewer {
             connected: args.connected,
             sent: args.sent,
             estimate: args.answered.estimate,
+            nomination: DeferredNomination::default(),
         };
         let task = tokio::spawn(async move {
             let reason = link.run(inbox, stop_rx).await;
@@ -178,6 +181,8 @@ struct Link {
     sent: Arc<Traffic>,
     /// Its bandwidth estimate, told to the path every [`ESTIMATE_INTERVAL`].
     estimate: Arc<Estimate>,
+    /// The browser's first nomination, given to the ICE agent again once it can take it.
+    nomination: DeferredNomination,
 }
 
 /// How often a viewer tells its path its bandwidth estimate (the path forgets viewers silent
@@ -236,18 +241,10 @@ impl Link {
                 datagram = inbox.recv() => {
                     let Some(datagram) = datagram else { return "UDP mux closed".into() };
                     heard_from = true;
-                    let message = TaggedBytesMut {
-                        now: Instant::now(),
-                        transport: TransportContext {
-                            local_addr: self.local_addr,
-                            peer_addr: datagram.peer,
-                            ecn: None,
-                            transport_protocol: TransportProtocol::UDP,
-                        },
-                        message: datagram.data,
-                    };
-                    if let Err(err) = self.pc.handle_read(message) {
-                        debug!(path = %self.path, %err, "dropped an inbound datagram");
+                    let replay = self.nomination.inbound(&datagram.data, datagram.peer);
+                    self.read(datagram.peer, datagram.data);
+                    if let Some(request) = replay {
+                        self.read(datagram.peer, request);
                     }
                 }
                 _ = tokio::time::sleep_until(timeout) => {
@@ -273,6 +270,23 @@ impl Link {
                     }
                 },
             }
+        }
+    }
+
+    /// Hands one inbound datagram to the peer connection.
+    fn read(&mut self, peer: SocketAddr, data: BytesMut) {
+        let message = TaggedBytesMut {
+            now: Instant::now(),
+            transport: TransportContext {
+                local_addr: self.local_addr,
+                peer_addr: peer,
+                ecn: None,
+                transport_protocol: TransportProtocol::UDP,
+            },
+            message: data,
+        };
+        if let Err(err) = self.pc.handle_read(message) {
+            debug!(path = %self.path, %err, "dropped an inbound datagram");
         }
     }
 

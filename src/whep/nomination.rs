@@ -1,0 +1,120 @@
+//! A nomination the ICE agent put off, handed to it again.
+//!
+//! The browser nominates at once (Chromium's default "semi-aggressive" nomination puts
+//! USE-CANDIDATE on its first check). rtc-ice 0.21's controlled agent, getting that request on a
+//! pair it has not checked itself yet, only sends a triggered check: it neither answers the
+//! request (RFC 8445 §7.3.1.4: a request is always answered) nor nominates the pair when its
+//! check succeeds (§7.3.1.5). The browser then waits for its next check, ~50 ms later in
+//! Chromium, before ICE and then DTLS can start: measured, half of a viewer's time to first
+//! frame.
+//!
+//! So a nominating request is kept until a Binding success response comes from the same peer
+//! (the triggered check succeeded, the pair is valid), and then given to the agent once more:
+//! now it answers it and selects the pair. An agent that answered the first time is not hurt:
+//! the browser ignores a second response to a finished transaction, and an agent selects a pair
+//! only once.
+
+use std::net::SocketAddr;
+
+use bytes::BytesMut;
+use rtc::stun::attributes::ATTR_USE_CANDIDATE;
+use rtc::stun::message::{BINDING_REQUEST, BINDING_SUCCESS, Message, is_stun_message};
+
+#[derive(Default)]
+pub(crate) struct DeferredNomination {
+    /// The last nominating request not yet replayed, and who sent it.
+    pending: Option<(SocketAddr, BytesMut)>,
+    /// Replayed once: the pair is selected, and later checks are answered as they come.
+    done: bool,
+}
+
+impl DeferredNomination {
+    /// Looks at an inbound datagram before the agent gets it; returns the request to give the
+    /// agent again right after it, if this datagram was the success response it waited for.
+    pub(crate) fn inbound(&mut self, data: &[u8], peer: SocketAddr) -> Option<BytesMut> {
+        if self.done || !is_stun_message(data) {
+            return None;
+        }
+        let mut message = Message::new();
+        message.unmarshal_binary(data).ok()?;
+        if message.typ == BINDING_REQUEST && message.contains(ATTR_USE_CANDIDATE) {
+            self.pending = Some((peer, BytesMut::from(data)));
+            return None;
+        }
+        if message.typ == BINDING_SUCCESS
+            && self.pending.as_ref().is_some_and(|(from, _)| *from == peer)
+        {
+            self.done = true;
+            return self.pending.take().map(|(_, request)| request);
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use super::*;
+    use rtc::ice::attributes::use_candidate::UseCandidateAttr;
+    use rtc::stun::attributes::ATTR_USERNAME;
+    use rtc::stun::message::{Setter, TransactionId};
+    use rtc::stun::textattrs::Username;
+
+    fn stun(setters: Vec<Box<dyn Setter>>) -> Vec<u8> {
+        let mut message = Message::new();
+        message.build(&setters).expect("build STUN");
+        message.raw
+    }
+
+    fn request(nominating: bool) -> Vec<u8> {
+        let mut setters: Vec<Box<dyn Setter>> = vec![
+            Box::new(BINDING_REQUEST),
+            Box::new(TransactionId::new()),
+            Box::new(Username::new(ATTR_USERNAME, "server:browser".to_owned())),
+        ];
+        if nominating {
+            setters.push(Box::new(UseCandidateAttr::new()));
+        }
+        stun(setters)
+    }
+
+    fn success() -> Vec<u8> {
+        stun(vec![
+            Box::new(BINDING_SUCCESS),
+            Box::new(TransactionId::new()),
+        ])
+    }
+
+    const BROWSER: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2)), 50000);
+    const OTHER: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 3)), 50000);
+
+    #[test]
+    fn the_nominating_request_is_replayed_once_after_the_success_response() {
+        let mut deferred = DeferredNomination::default();
+        let nominating = request(true);
+        assert_eq!(deferred.inbound(&nominating, BROWSER), None);
+        assert_eq!(
+            deferred.inbound(&success(), OTHER),
+            None,
+            "another peer's response"
+        );
+        assert_eq!(
+            deferred.inbound(&success(), BROWSER).as_deref(),
+            Some(&nominating[..])
+        );
+        // Done: later nominations are answered by the agent itself.
+        assert_eq!(deferred.inbound(&request(true), BROWSER), None);
+        assert_eq!(deferred.inbound(&success(), BROWSER), None);
+    }
+
+    #[test]
+    fn plain_checks_media_and_garbage_replay_nothing() {
+        let mut deferred = DeferredNomination::default();
+        assert_eq!(deferred.inbound(&request(false), BROWSER), None);
+        assert_eq!(deferred.inbound(&success(), BROWSER), None);
+        assert_eq!(deferred.inbound(&[0x80, 0x60, 0, 1], BROWSER), None);
+        assert_eq!(deferred.inbound(&[0, 1, 0], BROWSER), None);
+        assert_eq!(deferred.inbound(&[], BROWSER), None);
+    }
+}
