@@ -13,7 +13,8 @@
 //!    `webcam`: the same from an MJPEG clip (4:2:2, as USB webcams send), decoded by both sides.
 //! 3. `ttff`: time to first frame, 50 joins, with the Rust viewer and with headless Chromium.
 //! 4. `latency`: capture stamp → decoded picture (Rust viewer), → presented frame (Chromium).
-//! 5. `viewers`: 1…200 light viewers of one 720p30 2 Mbit/s stream: daemon CPU, loss, memory.
+//! 5. `viewers`: 1…300 light viewers of one 720p30 2 Mbit/s stream: daemon CPU, loss, memory.
+//!    `passthrough`: 1…50 light viewers of a passed-through H.264 file: CPU per viewer.
 //! 6. `memory`: idle RSS with the shipped config.
 //! 7. `readers`: the CPU an RTSP and an MJPEG reader add to a WHEP viewer's; RTSP PLAY → first
 //!    frame over TCP and UDP.
@@ -34,6 +35,7 @@ mod encoders;
 mod latency;
 mod machine;
 mod memory;
+mod passthrough;
 mod pipeline;
 mod proc;
 mod readers;
@@ -58,7 +60,7 @@ struct Args {
     #[arg(long)]
     quick: bool,
     /// Only these sections (comma-separated): encoders, pipeline, webcam, ttff, latency,
-    /// viewers, memory, readers, soak.
+    /// viewers, passthrough, memory, readers, soak.
     #[arg(long, value_delimiter = ',')]
     only: Vec<Section>,
     /// Where to write the report [default: BENCHMARKS.md, or target/bench/BENCHMARKS-quick.md
@@ -75,6 +77,7 @@ enum Section {
     Ttff,
     Latency,
     Viewers,
+    Passthrough,
     Memory,
     Readers,
     Soak,
@@ -123,7 +126,7 @@ impl Plan {
                 pipeline_secs: 60,
                 joins: 50,
                 latency_secs: 60,
-                viewer_steps: vec![1, 10, 50, 100, 150, 200],
+                viewer_steps: vec![1, 10, 50, 100, 200, 300],
                 viewer_window_secs: 30,
                 idle_secs: 10,
             }
@@ -177,6 +180,7 @@ async fn main() -> anyhow::Result<()> {
     let needs_ffmpeg = wants(Section::Encoders)
         || wants(Section::Pipeline)
         || wants(Section::Webcam)
+        || wants(Section::Passthrough)
         || wants(Section::Readers);
     if needs_ffmpeg && let Err(err) = machine::check_ffmpeg() {
         missing.push(format!("{err:#}"));
@@ -194,6 +198,7 @@ async fn main() -> anyhow::Result<()> {
         Section::Ttff,
         Section::Latency,
         Section::Viewers,
+        Section::Passthrough,
         Section::Memory,
         Section::Readers,
         Section::Soak,
@@ -233,6 +238,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if wants(Section::Viewers) {
         report.add(viewers::run(&bench).await.context("viewers")?);
+    }
+    if wants(Section::Passthrough) {
+        report.add(passthrough::run(&bench).await.context("passthrough")?);
     }
     if wants(Section::Memory) {
         report.add(memory::run(&bench).await.context("memory")?);

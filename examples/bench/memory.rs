@@ -12,6 +12,9 @@ use crate::proc::{self, CpuMeter};
 use crate::report::{Section, Table};
 
 const MORE_VIEWERS: usize = 10;
+/// Issue 15's goals: keep round 1's figures (11.8 MB, 184 KB) below these.
+const GOAL_IDLE_BYTES: f64 = 15e6;
+const GOAL_BYTES_PER_VIEWER: f64 = 250e3;
 const SETTLE: Duration = Duration::from_secs(2);
 
 pub async fn run(bench: &Bench) -> anyhow::Result<Section> {
@@ -80,5 +83,17 @@ pub async fn run(bench: &Bench) -> anyhow::Result<Section> {
         "Per additional viewer: {:.0} KB.",
         per_viewer / 1e3
     ));
+    section.goal(
+        "idle memory",
+        "< 15 MB",
+        format!("{} MB", mb(idle_rss as f64)),
+        Some((idle_rss as f64) < GOAL_IDLE_BYTES),
+    );
+    section.goal(
+        "memory per viewer",
+        "< 250 KB",
+        format!("{:.0} KB", per_viewer / 1e3),
+        Some(per_viewer < GOAL_BYTES_PER_VIEWER),
+    );
     Ok(section)
 }

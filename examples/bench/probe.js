@@ -1,7 +1,11 @@
 // Injected by the benchmark into the player page before the page's own script runs. Records, in
 // window.__bench:
 // - postAt: when the player POSTed its WHEP offer, firstFrameAt: when its first frame was
-//   presented (requestVideoFrameCallback), both on the page's performance clock;
+//   presented (requestVideoFrameCallback), both on the page's performance clock; between them,
+//   for the breakdown of that time: answerAt (the POST's response arrived), iceConnectedAt
+//   (iceConnectionState "connected"), connectedAt (connectionState "connected": DTLS done too)
+//   and firstReceivedAt (the first frame's last packet received: requestVideoFrameCallback's
+//   receiveTime);
 // - while `measuring` is true, per presented frame: latency = presentation (expectedDisplayTime,
 //   on the wall clock) minus the capture time in the picture's stamp (src/stamp.rs, read from
 //   the pixels), in ms.
@@ -10,6 +14,10 @@
 (() => {
   const probe = {
     postAt: null,
+    answerAt: null,
+    iceConnectedAt: null,
+    connectedAt: null,
+    firstReceivedAt: null,
     firstFrameAt: null,
     measuring: false,
     latencies: [],
@@ -20,9 +28,36 @@
 
   const originalFetch = window.fetch.bind(window);
   window.fetch = (input, init) => {
-    if (probe.postAt === null && init && init.method === 'POST') probe.postAt = performance.now();
-    return originalFetch(input, init);
+    const offer = probe.postAt === null && init && init.method === 'POST';
+    if (offer) probe.postAt = performance.now();
+    const response = originalFetch(input, init);
+    if (offer) {
+      response.then(
+        () => {
+          probe.answerAt = performance.now();
+        },
+        () => {},
+      );
+    }
+    return response;
   };
+
+  const OriginalPeerConnection = window.RTCPeerConnection;
+  const firstTime = (key) => {
+    if (probe[key] === null) probe[key] = performance.now();
+  };
+  window.RTCPeerConnection = function (...args) {
+    const pc = new OriginalPeerConnection(...args);
+    pc.addEventListener('iceconnectionstatechange', () => {
+      if (pc.iceConnectionState === 'connected') firstTime('iceConnectedAt');
+    });
+    pc.addEventListener('connectionstatechange', () => {
+      if (pc.connectionState === 'connected') firstTime('connectedAt');
+    });
+    return pc;
+  };
+  window.RTCPeerConnection.prototype = OriginalPeerConnection.prototype;
+  Object.setPrototypeOf(window.RTCPeerConnection, OriginalPeerConnection);
 
   // CRC-32 (zlib), as the stamp uses.
   const CRC_TABLE = (() => {
@@ -80,7 +115,10 @@
     const canvas = document.createElement('canvas');
     const context = canvas.getContext('2d', { willReadFrequently: true });
     const onFrame = (now, metadata) => {
-      if (probe.firstFrameAt === null) probe.firstFrameAt = metadata.presentationTime;
+      if (probe.firstFrameAt === null) {
+        probe.firstFrameAt = metadata.presentationTime;
+        probe.firstReceivedAt = metadata.receiveTime ?? null;
+      }
       probe.frames += 1;
       if (probe.measuring) {
         const { width, height } = metadata;
