@@ -54,6 +54,11 @@ pub async fn run(bench: &Bench) -> anyhow::Result<Section> {
     let mut table = comparison_table();
     let ratios = compare(bench, Input::Raw, &plan.sizes, window, &mut table).await?;
     section.table(&table);
+    section.text(
+        "Most of camportal's share is openh264, which costs about twice as much per picture \
+         when pictures come 33 ms apart as when it encodes them back to back: compare the \
+         encoders section's two openh264 columns. ffmpeg here is paced the same way (`-re`).",
+    );
     // Round 2's goal (issue 15) is at 720p; round 1's was ≤ 1.0 at every size.
     let at_720p: Vec<_> = ratios
         .into_iter()

@@ -8,46 +8,78 @@
 //! Chromium, before ICE and then DTLS can start: measured, half of a viewer's time to first
 //! frame.
 //!
-//! So a nominating request is kept until a Binding success response comes from the same peer
-//! (the triggered check succeeded, the pair is valid), and then given to the agent once more:
-//! now it answers it and selects the pair. An agent that answered the first time is not hurt:
-//! the browser ignores a second response to a finished transaction, and an agent selects a pair
-//! only once.
+//! So a nominating request the agent did not answer is kept until a Binding success response
+//! comes from the same peer (the triggered check succeeded, the pair is valid), and then given
+//! to the agent once more: now it answers it and selects the pair. A request the agent did
+//! answer (the pair had been checked already) is forgotten, so no peer gets a second response.
 
 use std::net::SocketAddr;
 
 use bytes::BytesMut;
 use rtc::stun::attributes::ATTR_USE_CANDIDATE;
-use rtc::stun::message::{BINDING_REQUEST, BINDING_SUCCESS, Message, is_stun_message};
+use rtc::stun::message::{
+    BINDING_REQUEST, BINDING_SUCCESS, Message, TransactionId, is_stun_message,
+};
 
 #[derive(Default)]
 pub(crate) struct DeferredNomination {
-    /// The last nominating request not yet replayed, and who sent it.
-    pending: Option<(SocketAddr, BytesMut)>,
+    /// The last nominating request the agent has not answered, and who sent it.
+    pending: Option<Pending>,
     /// Replayed once: the pair is selected, and later checks are answered as they come.
     done: bool,
+}
+
+struct Pending {
+    peer: SocketAddr,
+    transaction: TransactionId,
+    request: BytesMut,
+}
+
+/// A STUN message, if `data` is one.
+fn stun(data: &[u8]) -> Option<Message> {
+    if !is_stun_message(data) {
+        return None;
+    }
+    let mut message = Message::new();
+    message.unmarshal_binary(data).ok()?;
+    Some(message)
 }
 
 impl DeferredNomination {
     /// Looks at an inbound datagram before the agent gets it; returns the request to give the
     /// agent again right after it, if this datagram was the success response it waited for.
     pub(crate) fn inbound(&mut self, data: &[u8], peer: SocketAddr) -> Option<BytesMut> {
-        if self.done || !is_stun_message(data) {
+        if self.done {
             return None;
         }
-        let mut message = Message::new();
-        message.unmarshal_binary(data).ok()?;
+        let message = stun(data)?;
         if message.typ == BINDING_REQUEST && message.contains(ATTR_USE_CANDIDATE) {
-            self.pending = Some((peer, BytesMut::from(data)));
+            self.pending = Some(Pending {
+                peer,
+                transaction: message.transaction_id,
+                request: BytesMut::from(data),
+            });
             return None;
         }
-        if message.typ == BINDING_SUCCESS
-            && self.pending.as_ref().is_some_and(|(from, _)| *from == peer)
-        {
+        if message.typ == BINDING_SUCCESS && self.pending.as_ref().is_some_and(|p| p.peer == peer) {
             self.done = true;
-            return self.pending.take().map(|(_, request)| request);
+            return self.pending.take().map(|p| p.request);
         }
         None
+    }
+
+    /// Looks at a datagram the agent sends: a response to the kept request means it was
+    /// answered after all, and is not replayed.
+    pub(crate) fn outbound(&mut self, data: &[u8]) {
+        let Some(pending) = &self.pending else {
+            return;
+        };
+        if let Some(message) = stun(data)
+            && message.typ == BINDING_SUCCESS
+            && message.transaction_id == pending.transaction
+        {
+            self.pending = None;
+        }
     }
 }
 
@@ -58,10 +90,10 @@ mod tests {
     use super::*;
     use rtc::ice::attributes::use_candidate::UseCandidateAttr;
     use rtc::stun::attributes::ATTR_USERNAME;
-    use rtc::stun::message::{Setter, TransactionId};
+    use rtc::stun::message::Setter;
     use rtc::stun::textattrs::Username;
 
-    fn stun(setters: Vec<Box<dyn Setter>>) -> Vec<u8> {
+    fn build(setters: Vec<Box<dyn Setter>>) -> Vec<u8> {
         let mut message = Message::new();
         message.build(&setters).expect("build STUN");
         message.raw
@@ -76,14 +108,20 @@ mod tests {
         if nominating {
             setters.push(Box::new(UseCandidateAttr::new()));
         }
-        stun(setters)
+        build(setters)
     }
 
     fn success() -> Vec<u8> {
-        stun(vec![
+        build(vec![
             Box::new(BINDING_SUCCESS),
             Box::new(TransactionId::new()),
         ])
+    }
+
+    /// The agent's answer to `request`.
+    fn answer(request: &[u8]) -> Vec<u8> {
+        let transaction = stun(request).expect("a request").transaction_id;
+        build(vec![Box::new(BINDING_SUCCESS), Box::new(transaction)])
     }
 
     const BROWSER: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2)), 50000);
@@ -105,6 +143,17 @@ mod tests {
         );
         // Done: later nominations are answered by the agent itself.
         assert_eq!(deferred.inbound(&request(true), BROWSER), None);
+        assert_eq!(deferred.inbound(&success(), BROWSER), None);
+    }
+
+    #[test]
+    fn a_request_the_agent_answered_is_not_replayed() {
+        let mut deferred = DeferredNomination::default();
+        let nominating = request(true);
+        assert_eq!(deferred.inbound(&nominating, BROWSER), None);
+        deferred.outbound(&success());
+        deferred.outbound(&[0x80, 0x60, 0, 1]);
+        deferred.outbound(&answer(&nominating));
         assert_eq!(deferred.inbound(&success(), BROWSER), None);
     }
 

@@ -332,6 +332,7 @@ impl Link {
 
     fn flush(&mut self) {
         while let Some(out) = self.pc.poll_write() {
+            self.nomination.outbound(&out.message);
             self.mux.send_to(&out.message, out.transport.peer_addr);
             self.sent.add(out.message.len(), 0);
             self.subscription.sent(out.message.len(), 0);
