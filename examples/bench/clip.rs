@@ -9,9 +9,10 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use camportal::TestSrc;
 use camportal::frame::{CaptureTime, RawFrame};
 use camportal::stamp;
@@ -62,6 +63,37 @@ pub fn ensure(
     out.into_inner()
         .map_err(|err| err.into_error())?
         .sync_all()?;
+    std::fs::rename(&partial, &path)?;
+    Ok(path)
+}
+
+/// The raw clip `raw` (I420, `w`x`h` at `fps`) encoded by ffmpeg with the output options
+/// `output`, made once beside it as `<raw>.<extension>`.
+pub fn converted(
+    raw: &Path,
+    (w, h): (u32, u32),
+    fps: u32,
+    extension: &str,
+    output: &[&str],
+) -> anyhow::Result<PathBuf> {
+    let path = raw.with_extension(extension);
+    if std::fs::metadata(&path).is_ok_and(|m| m.len() > 0) {
+        return Ok(path);
+    }
+    let partial = raw.with_extension(format!("{extension}.partial"));
+    let status = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-y"])
+        .args(["-f", "rawvideo", "-pix_fmt", "yuv420p"])
+        .args(["-s", &format!("{w}x{h}"), "-framerate", &fps.to_string()])
+        .arg("-i")
+        .arg(raw)
+        .args(output)
+        .arg(&partial)
+        .status()
+        .with_context(|| format!("starting ffmpeg to make the {extension} clip"))?;
+    if !status.success() {
+        bail!("ffmpeg could not make the {extension} clip: {status}");
+    }
     std::fs::rename(&partial, &path)?;
     Ok(path)
 }

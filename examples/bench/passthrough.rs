@@ -3,10 +3,7 @@
 //! it is SRTP encryption, sending and RTCP.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
-
-use anyhow::{Context, bail};
 
 use crate::daemon::{self, Daemon};
 use crate::report::{Section, Table};
@@ -74,35 +71,25 @@ pub async fn run(bench: &Bench) -> anyhow::Result<Section> {
     Ok(section)
 }
 
-/// The H.264 version of a raw clip, made once beside it.
+/// The H.264 version of a raw clip, as a camera would send it, made once beside it.
 fn h264_clip(raw: &Path, w: u32, h: u32) -> anyhow::Result<PathBuf> {
-    let path = raw.with_extension("h264");
-    if std::fs::metadata(&path).is_ok_and(|m| m.len() > 0) {
-        return Ok(path);
-    }
-    let partial = raw.with_extension("h264.partial");
-    let status = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-y"])
-        .args(["-f", "rawvideo", "-pix_fmt", "yuv420p"])
-        .args(["-s", &format!("{w}x{h}"), "-framerate", &FPS.to_string()])
-        .arg("-i")
-        .arg(raw)
-        .args([
-            "-c:v",
-            "libx264",
-            "-preset",
-            "veryfast",
-            "-profile:v",
-            "baseline",
-        ])
-        .args(["-b:v", "2M", "-g", "60", "-bf", "0"])
-        .args(["-x264-params", "repeat-headers=1", "-f", "h264"])
-        .arg(&partial)
-        .status()
-        .context("starting ffmpeg to make the H.264 clip")?;
-    if !status.success() {
-        bail!("ffmpeg could not make the H.264 clip: {status}");
-    }
-    std::fs::rename(&partial, &path)?;
-    Ok(path)
+    let output = [
+        "-c:v",
+        "libx264",
+        "-preset",
+        "veryfast",
+        "-profile:v",
+        "baseline",
+        "-b:v",
+        "2M",
+        "-g",
+        "60",
+        "-bf",
+        "0",
+        "-x264-params",
+        "repeat-headers=1",
+        "-f",
+        "h264",
+    ];
+    clip::converted(raw, (w, h), FPS, "h264", &output)
 }

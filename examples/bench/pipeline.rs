@@ -177,30 +177,12 @@ async fn compare(
     Ok(ratios)
 }
 
-/// The MJPEG version of a raw clip, made once beside it.
+/// The MJPEG version of a raw clip (4:2:2, as webcams send), made once beside it.
 fn mjpeg_clip(raw: &std::path::Path, w: u32, h: u32) -> anyhow::Result<std::path::PathBuf> {
-    let path = raw.with_extension("mjpeg");
-    if std::fs::metadata(&path).is_ok_and(|m| m.len() > 0) {
-        return Ok(path);
-    }
-    let partial = raw.with_extension("mjpeg.partial");
-    let status = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-y"])
-        .args(["-f", "rawvideo", "-pix_fmt", "yuv420p"])
-        .args(["-s", &format!("{w}x{h}"), "-framerate", &FPS.to_string()])
-        .arg("-i")
-        .arg(raw)
-        .args([
-            "-c:v", "mjpeg", "-pix_fmt", "yuvj422p", "-q:v", "3", "-f", "mjpeg",
-        ])
-        .arg(&partial)
-        .status()
-        .context("starting ffmpeg to make the MJPEG clip")?;
-    if !status.success() {
-        bail!("ffmpeg could not make the MJPEG clip: {status}");
-    }
-    std::fs::rename(&partial, &path)?;
-    Ok(path)
+    let output = [
+        "-c:v", "mjpeg", "-pix_fmt", "yuvj422p", "-q:v", "3", "-f", "mjpeg",
+    ];
+    clip::converted(raw, (w, h), FPS, "mjpeg", &output)
 }
 
 async fn camportal(

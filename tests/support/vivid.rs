@@ -129,27 +129,7 @@ fn kernel() -> Kernel {
         })
         .to_owned();
     let download = tempfile::tempdir_in(&dir).unwrap_or_else(|e| fail(e));
-    host(
-        "apt-get",
-        &["download", &package],
-        Some(download.path()),
-        "needs Debian's package lists: run `apt-get update`",
-    );
-    let deb = std::fs::read_dir(download.path())
-        .ok()
-        .and_then(|mut entries| entries.find_map(|e| e.ok().map(|e| e.path())))
-        .unwrap_or_else(|| fail(format!("apt-get download {package} left no file")));
-    let unpacked = download.path().join("root");
-    host(
-        "dpkg-deb",
-        &[
-            "-x",
-            &deb.display().to_string(),
-            &unpacked.display().to_string(),
-        ],
-        None,
-        "dpkg-deb is Debian's",
-    );
+    let unpacked = download_deb(&package, download.path());
     let target = dir.join(&package);
     let _ = std::fs::remove_dir_all(&target);
     std::fs::rename(&unpacked, &target).unwrap_or_else(|e| fail(format!("{e}")));
@@ -177,6 +157,37 @@ fn unpacked_kernel(dir: &Path) -> Option<Kernel> {
         }
     }
     None
+}
+
+/// Debian's `package` (`apt-get download`, no install) unpacked into `work/root`; returns that.
+fn download_deb(package: &str, work: &Path) -> PathBuf {
+    host(
+        "apt-get",
+        &["download", package],
+        Some(work),
+        "needs Debian's package lists: run `apt-get update`",
+    );
+    let deb = std::fs::read_dir(work)
+        .ok()
+        .and_then(|mut entries| {
+            entries.find_map(|e| {
+                let path = e.ok()?.path();
+                (path.extension()? == "deb").then_some(path)
+            })
+        })
+        .unwrap_or_else(|| fail(format!("apt-get download {package} left no file")));
+    let unpacked = work.join("root");
+    host(
+        "dpkg-deb",
+        &[
+            "-x",
+            &deb.display().to_string(),
+            &unpacked.display().to_string(),
+        ],
+        None,
+        "dpkg-deb is Debian's",
+    );
+    unpacked
 }
 
 /// `vivid` plus `extra`, with everything they depend on, as paths under `modules`.
@@ -399,27 +410,7 @@ fn v4l2loopback(kernel_version: &str) -> PathBuf {
     }
     need_tool("/usr/bin/make", "make");
     let work = tempfile::tempdir_in(rig_dir()).unwrap_or_else(|e| fail(e));
-    host(
-        "apt-get",
-        &["download", "v4l2loopback-dkms"],
-        Some(work.path()),
-        "needs Debian's package lists: run `apt-get update`",
-    );
-    let deb = std::fs::read_dir(work.path())
-        .ok()
-        .and_then(|mut entries| entries.find_map(|e| e.ok().map(|e| e.path())))
-        .unwrap_or_else(|| fail("apt-get download v4l2loopback-dkms left no file"));
-    let unpacked = work.path().join("root");
-    host(
-        "dpkg-deb",
-        &[
-            "-x",
-            &deb.display().to_string(),
-            &unpacked.display().to_string(),
-        ],
-        None,
-        "dpkg-deb is Debian's",
-    );
+    let unpacked = download_deb("v4l2loopback-dkms", work.path());
     let source = std::fs::read_dir(unpacked.join("usr/src"))
         .ok()
         .and_then(|mut entries| {
