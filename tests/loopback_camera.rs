@@ -19,7 +19,7 @@ mod support;
 
 use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
@@ -48,6 +48,8 @@ const STRIPES: [(u8, u8, u8); 8] = [
     (150, 220, 30),
     (200, 0, 255),
 ];
+/// The clips the guest gets, as `/clips/<name>/`.
+const CLIP_NAMES: [&str; 4] = ["mjpeg", "mjpeg-no-dht", "baseline", "main"];
 /// Rows the stripes fill; below them a square moves, so that pictures differ as a camera's do.
 const STRIPE_ROWS: u32 = 400;
 
@@ -133,7 +135,7 @@ impl Clips {
         std::fs::write(&raw, stripes_yuv422()).expect("write the raw clip");
         let size = format!("{WIDTH}x{HEIGHT}");
         let fps = FPS.to_string();
-        for name in ["mjpeg", "mjpeg-no-dht", "baseline", "main"] {
+        for name in CLIP_NAMES {
             std::fs::create_dir(clips.path(name)).expect("clip dir");
         }
         let out = |name: &str, ext: &str| {
@@ -229,7 +231,7 @@ impl Clips {
     }
 
     fn for_guest(&self) -> Vec<(&'static str, PathBuf)> {
-        ["mjpeg", "mjpeg-no-dht", "baseline", "main"]
+        CLIP_NAMES
             .into_iter()
             .map(|name| (name, self.path(name)))
             .collect()
@@ -437,10 +439,7 @@ fn status_text(status: &serde_json::Value, key: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mjpeg_and_h264_cameras_play_through_v4l2loopback() {
     let clips = block_in_place(Clips::make);
-    let for_guest = clips.for_guest();
-    let guest_clips: Vec<(&str, &Path)> =
-        for_guest.iter().map(|(n, p)| (*n, p.as_path())).collect();
-    let mut guest = block_in_place(|| Guest::boot_with_loopback(&[], &guest_clips));
+    let mut guest = block_in_place(|| Guest::boot_with_loopback(&[], &clips.for_guest()));
     let feeders = [
         ("/dev/video0", "MJPG", "mjpeg"),
         ("/dev/video1", "MJPG", "mjpeg-no-dht"),

@@ -17,41 +17,18 @@ const FRAME_TIMEOUT: Duration = Duration::from_secs(10);
 const GOAL_P50_MS: f64 = 100.0;
 const GOAL_P99_MS: f64 = 200.0;
 
-/// Where a Chromium join's time goes, in ms, each part from the end of the previous one.
-struct Breakdown {
-    /// POST → the response with the answer.
-    answer: f64,
-    /// → ICE connected (STUN checks).
-    ice: f64,
-    /// → DTLS done (connectionState "connected").
-    dtls: f64,
-    /// → the first frame's last packet received (the server's keyframe: waiting for a picture,
-    /// encoding, sending).
-    first_frame: f64,
-    /// → presented (decoding, rendering).
-    presented: f64,
-}
+/// Where a Chromium join's time goes: ms between consecutive events the probe records, each
+/// part from the end of the one before (POST, answer received, ICE connected, DTLS done — the
+/// connection state "connected" —, the first frame's last packet received, presented).
+type Breakdown = [f64; 5];
 
-impl Breakdown {
-    const PARTS: [&str; 5] = [
-        "POST → answer received",
-        "→ ICE connected",
-        "→ DTLS done",
-        "→ first frame received (keyframe encoded and sent)",
-        "→ presented (decoded, rendered)",
-    ];
-
-    /// In the order of [`Breakdown::PARTS`].
-    fn parts(&self) -> [f64; 5] {
-        [
-            self.answer,
-            self.ice,
-            self.dtls,
-            self.first_frame,
-            self.presented,
-        ]
-    }
-}
+const PARTS: [&str; 5] = [
+    "POST → answer received",
+    "→ ICE connected",
+    "→ DTLS done",
+    "→ first frame received (keyframe encoded and sent)",
+    "→ presented (decoded, rendered)",
+];
 
 pub async fn run(bench: &Bench) -> anyhow::Result<Section> {
     let joins = bench.plan.joins;
@@ -113,8 +90,8 @@ pub async fn run(bench: &Bench) -> anyhow::Result<Section> {
         parts.len()
     ));
     let mut breakdown = Table::new(&["part", "p50 / p99 ms"]);
-    for (i, name) in Breakdown::PARTS.iter().enumerate() {
-        let samples: Vec<f64> = parts.iter().map(|b| b.parts()[i]).collect();
+    for (i, name) in PARTS.iter().enumerate() {
+        let samples: Vec<f64> = parts.iter().map(|b| b[i]).collect();
         breakdown.row(vec![(*name).to_owned(), p50_p99(&samples)]);
     }
     section.table(&breakdown);
@@ -162,14 +139,8 @@ async fn chromium_join(
         .as_array()
         .and_then(|steps| steps.iter().map(serde_json::Value::as_f64).collect());
     let breakdown = at.and_then(|at| {
-        let part = |i: usize| at[i + 1] - at[i];
-        (at.len() == 6).then(|| Breakdown {
-            answer: part(0),
-            ice: part(1),
-            dtls: part(2),
-            first_frame: part(3),
-            presented: part(4),
-        })
+        let parts: Vec<f64> = at.windows(2).map(|pair| pair[1] - pair[0]).collect();
+        Breakdown::try_from(parts).ok()
     });
     Ok((ttff, breakdown))
 }

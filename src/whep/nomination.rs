@@ -25,7 +25,8 @@ use rtc::stun::message::{
 pub(crate) struct DeferredNomination {
     /// The last nominating request the agent has not answered, and who sent it.
     pending: Option<Pending>,
-    /// Replayed once: the pair is selected, and later checks are answered as they come.
+    /// A nomination was answered (at once or replayed): later checks are answered as they
+    /// come, and datagrams are no longer looked at.
     done: bool,
 }
 
@@ -69,7 +70,7 @@ impl DeferredNomination {
     }
 
     /// Looks at a datagram the agent sends: a response to the kept request means it was
-    /// answered after all, and is not replayed.
+    /// answered after all (the pair had been checked), and there is nothing left to do.
     pub(crate) fn outbound(&mut self, data: &[u8]) {
         let Some(pending) = &self.pending else {
             return;
@@ -79,6 +80,7 @@ impl DeferredNomination {
             && message.transaction_id == pending.transaction
         {
             self.pending = None;
+            self.done = true;
         }
     }
 }

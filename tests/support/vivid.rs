@@ -159,6 +159,23 @@ fn unpacked_kernel(dir: &Path) -> Option<Kernel> {
     None
 }
 
+/// A name for cached files that changes when what made them does.
+fn digest(what: impl std::hash::Hash) -> u64 {
+    use std::hash::Hasher;
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    what.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// The first entry of `dir` that `wanted` accepts.
+fn first_entry(dir: &Path, wanted: impl Fn(&Path) -> bool) -> Option<PathBuf> {
+    std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .map(|entry| entry.path())
+        .find(|path| wanted(path))
+}
+
 /// Debian's `package` (`apt-get download`, no install) unpacked into `work/root`; returns that.
 fn download_deb(package: &str, work: &Path) -> PathBuf {
     host(
@@ -167,14 +184,7 @@ fn download_deb(package: &str, work: &Path) -> PathBuf {
         Some(work),
         "needs Debian's package lists: run `apt-get update`",
     );
-    let deb = std::fs::read_dir(work)
-        .ok()
-        .and_then(|mut entries| {
-            entries.find_map(|e| {
-                let path = e.ok()?.path();
-                (path.extension()? == "deb").then_some(path)
-            })
-        })
+    let deb = first_entry(work, |path| path.extension().is_some_and(|e| e == "deb"))
         .unwrap_or_else(|| fail(format!("apt-get download {package} left no file")));
     let unpacked = work.join("root");
     host(
@@ -322,13 +332,7 @@ fn build_base() -> Base {
         fail("busybox-static is not installed: run `apt-get install busybox-static`");
     }
     let kernel = kernel();
-    let digest = {
-        use std::hash::{Hash, Hasher};
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        INIT.hash(&mut hasher);
-        EXTRA_MODULES.hash(&mut hasher);
-        hasher.finish()
-    };
+    let digest = digest((INIT, EXTRA_MODULES));
     let cpio_path = rig_dir().join(format!("base-{}-{digest:016x}.cpio", kernel.version));
     if cpio_path.exists() {
         return Base {
@@ -411,15 +415,10 @@ fn v4l2loopback(kernel_version: &str) -> PathBuf {
     need_tool("/usr/bin/make", "make");
     let work = tempfile::tempdir_in(rig_dir()).unwrap_or_else(|e| fail(e));
     let unpacked = download_deb("v4l2loopback-dkms", work.path());
-    let source = std::fs::read_dir(unpacked.join("usr/src"))
-        .ok()
-        .and_then(|mut entries| {
-            entries.find_map(|e| {
-                let path = e.ok()?.path();
-                path.join("v4l2loopback.c").exists().then_some(path)
-            })
-        })
-        .unwrap_or_else(|| fail("v4l2loopback-dkms has no usr/src/v4l2loopback-*/"));
+    let source = first_entry(&unpacked.join("usr/src"), |path| {
+        path.join("v4l2loopback.c").exists()
+    })
+    .unwrap_or_else(|| fail("v4l2loopback-dkms has no usr/src/v4l2loopback-*/"));
     host(
         "make",
         &[
@@ -440,13 +439,7 @@ fn v4l2loopback(kernel_version: &str) -> PathBuf {
 
 /// The feeder, linked statically (the guest has no C library of its own), cached by source.
 fn feeder() -> PathBuf {
-    let digest = {
-        use std::hash::{Hash, Hasher};
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        FEEDER_SOURCE.hash(&mut hasher);
-        hasher.finish()
-    };
-    let binary = rig_dir().join(format!("v4l2_feeder-{digest:016x}"));
+    let binary = rig_dir().join(format!("v4l2_feeder-{:016x}", digest(FEEDER_SOURCE)));
     if binary.exists() {
         return binary;
     }
@@ -473,7 +466,7 @@ fn feeder() -> PathBuf {
 
 /// v4l2loopback, the feeder and the clips it plays: `/lib/v4l2loopback.ko`, `/bin/v4l2_feeder`
 /// and `/clips/<name>/` for each `(name, host directory)`.
-fn loopback_cpio(dir: &Path, kernel_version: &str, clips: &[(&str, &Path)]) -> PathBuf {
+fn loopback_cpio(dir: &Path, kernel_version: &str, clips: &[(&str, PathBuf)]) -> PathBuf {
     let root = dir.join("loopback");
     for sub in ["bin", "lib", "clips"] {
         std::fs::create_dir_all(root.join(sub)).unwrap_or_else(|e| fail(e));
@@ -583,11 +576,11 @@ impl Guest {
     /// [`Guest::boot`] with v4l2loopback and its feeder for compressed cameras (see
     /// [`Guest::load_loopback`], [`Guest::start_feeder`]), and each `(name, host directory)` of
     /// `clips` at `/clips/<name>/`: one file per picture.
-    pub fn boot_with_loopback(paths: &[(&str, &str)], clips: &[(&str, &Path)]) -> Guest {
+    pub fn boot_with_loopback(paths: &[(&str, &str)], clips: &[(&str, PathBuf)]) -> Guest {
         Self::boot_image(paths, Some(clips))
     }
 
-    fn boot_image(paths: &[(&str, &str)], loopback: Option<&[(&str, &Path)]>) -> Guest {
+    fn boot_image(paths: &[(&str, &str)], loopback: Option<&[(&str, PathBuf)]>) -> Guest {
         let turn = one_at_a_time();
         let base = base();
         let work = tempfile::tempdir_in(rig_dir()).unwrap_or_else(|e| fail(e));
