@@ -19,7 +19,7 @@ use openh264::encoder::{
 use openh264::formats::YUVSlices;
 use openh264::{OpenH264API, Timestamp};
 use openh264_sys2::{
-    ENCODER_OPTION, ENCODER_OPTION_BITRATE, ENCODER_OPTION_IDR_INTERVAL,
+    ENCODER_OPTION, ENCODER_OPTION_BITRATE, ENCODER_OPTION_FRAME_RATE, ENCODER_OPTION_IDR_INTERVAL,
     ENCODER_OPTION_MAX_BITRATE, ENCODER_OPTION_TRACE_LEVEL, SBitrateInfo, SPATIAL_LAYER_0,
     SPATIAL_LAYER_ALL, WELS_LOG_QUIET,
 };
@@ -212,6 +212,35 @@ impl Encoder {
             "h264 encoder bitrate changed"
         );
         self.settings = new;
+        Ok(())
+    }
+
+    /// Tells rate control how many pictures a second it gets from now on (the path sends fewer
+    /// than its configured rate when its bitrate is far down), so that each gets its share of
+    /// the bitrate. No IDR; the configured rate stays the one `settings()` shows.
+    pub fn set_frame_rate(&mut self, fps: f32) -> Result<(), EncoderError> {
+        if self.started.is_none() {
+            self.config = self.config.max_frame_rate(FrameRate::from_hz(fps));
+            self.inner = create(self.config)?;
+            return Ok(());
+        }
+        let mut rate = fps;
+        // SAFETY: the encoder is initialised (a picture was encoded); the option takes a float,
+        // which lives across the call and is only read.
+        let rc = unsafe {
+            self.inner
+                .raw_api()
+                .set_option(ENCODER_OPTION_FRAME_RATE, (&raw mut rate).cast::<c_void>())
+        };
+        if rc != 0 {
+            return Err(EncoderError::OpenH264 {
+                context: "setting the frame rate",
+                source: openh264::Error::msg_string(format!(
+                    "SetOption(FRAME_RATE, {fps}) returned {rc}"
+                )),
+            });
+        }
+        tracing::debug!(fps, "h264 encoder frame rate changed");
         Ok(())
     }
 

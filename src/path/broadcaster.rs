@@ -39,6 +39,8 @@ pub(crate) struct VideoFrame {
     pub abs_capture_time: Bytes,
     /// RTP payloads in order; the last one carries the marker bit.
     pub payloads: Vec<Bytes>,
+    /// The source's own H.264, sent as it came: its rate cannot follow the viewers.
+    pub passed_through: bool,
 }
 
 /// The stream's SPS and PPS (NAL units without start codes), for an RTSP DESCRIBE.
@@ -111,7 +113,7 @@ impl Default for Fanout {
 
 impl Fanout {
     /// Packetizes and sends one picture to every current reader.
-    pub(super) fn publish(&self, unit: &AccessUnit) -> Result<(), String> {
+    pub(super) fn publish(&self, unit: &AccessUnit, passed_through: bool) -> Result<(), String> {
         let payloads = self
             .packetizer
             .lock()
@@ -128,6 +130,7 @@ impl Fanout {
             capture: unit.capture,
             abs_capture_time: Bytes::copy_from_slice(&abs_capture_time::payload(unit.capture.wall)),
             payloads,
+            passed_through,
         }));
         Ok(())
     }

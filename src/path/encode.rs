@@ -77,13 +77,14 @@ fn apply_live(path: &str, encoder: &mut Encoder, encoding: &EncodingConfig) -> R
     Ok(())
 }
 
-/// Retunes the encoder to the slowest viewer's bandwidth (see `bandwidth.rs`).
+/// Retunes the encoder to the slowest viewer's bandwidth (see `bandwidth.rs`); returns every
+/// how many pictures one is to be encoded at that rate.
 fn follow_bandwidth(
     path: &str,
     encoder: &mut Encoder,
     encoding: &EncodingConfig,
     fanout: &Fanout,
-) -> Result<(), String> {
+) -> Result<u32, String> {
     let estimate = fanout
         .slowest_estimate()
         .filter(|_| encoding.adaptive_bitrate);
@@ -112,7 +113,46 @@ fn follow_bandwidth(
         );
     }
     fanout.set_encoder_bitrate(encoder.settings().bitrate_bps);
-    Ok(())
+    Ok(bandwidth::picture_step(
+        encoding.bitrate_bps,
+        encoder.settings().bitrate_bps,
+    ))
+}
+
+/// Which pictures are encoded while the rate is far down (`bandwidth::picture_step`).
+struct PictureStep {
+    step: u32,
+    seen: u64,
+}
+
+impl PictureStep {
+    fn new() -> PictureStep {
+        PictureStep { step: 1, seen: 0 }
+    }
+
+    /// Whether to encode this picture, at every `step`-th picture (a keyframe that is asked for
+    /// always is); tells rate control when the step changes.
+    fn encode(
+        &mut self,
+        path: &str,
+        encoder: &mut Encoder,
+        step: u32,
+        asked: bool,
+    ) -> Result<bool, String> {
+        if step != self.step {
+            let fps = encoder.settings().fps as f32 / step as f32;
+            encoder
+                .set_frame_rate(fps)
+                .map_err(|err| format!("path {path}: cannot set the frame rate: {err}"))?;
+            debug!(
+                path,
+                fps, "pictures encoded per second changed with the bit rate"
+            );
+            self.step = step;
+        }
+        self.seen += 1;
+        Ok(asked || self.seen.is_multiple_of(u64::from(step)))
+    }
 }
 
 /// The interval between a passed-through source's keyframes, shown in the status API: how
@@ -156,6 +196,7 @@ fn run(args: &EncodeArgs, stop: &AtomicBool) -> Result<(), String> {
     // saves a path's whole encoding cost on a box with cameras nobody looks at. A join needs a
     // keyframe anyway, so the first picture after idling is one and the join costs nothing.
     let mut idle = false;
+    let mut pictures = PictureStep::new();
     while !stop.load(Ordering::Acquire) {
         let captured = match args.handoff.take(IDLE_POLL) {
             Taken::Item(captured) => captured,
@@ -219,7 +260,7 @@ fn run(args: &EncodeArgs, stop: &AtomicBool) -> Result<(), String> {
                 if unit.keyframe {
                     args.fanout.counters().keyframe(KeyframeReason::Interval);
                 }
-                args.fanout.publish(&unit)?;
+                args.fanout.publish(&unit, true)?;
             }
             Input::Raw(frame) => {
                 let fits = encoder.as_ref().is_some_and(|e| {
@@ -238,11 +279,15 @@ fn run(args: &EncodeArgs, stop: &AtomicBool) -> Result<(), String> {
                         format!("path {}: cannot create the H.264 encoder: {err}", args.path)
                     })?);
                     reason = Some(KeyframeReason::Start);
+                    pictures = PictureStep::new();
                 }
                 let Some(encoder) = encoder.as_mut() else {
                     continue;
                 };
-                follow_bandwidth(&args.path, encoder, &encoding, &args.fanout)?;
+                let step = follow_bandwidth(&args.path, encoder, &encoding, &args.fanout)?;
+                if !pictures.encode(&args.path, encoder, step, reason.is_some())? {
+                    continue;
+                }
                 let started = std::time::Instant::now();
                 let unit = encoder
                     .encode(&frame, reason.is_some())
@@ -254,7 +299,7 @@ fn run(args: &EncodeArgs, stop: &AtomicBool) -> Result<(), String> {
                         counters.keyframe(reason.unwrap_or(KeyframeReason::Interval));
                         args.fanout.remember_parameter_sets(&unit.data);
                     }
-                    args.fanout.publish(&unit)?;
+                    args.fanout.publish(&unit, false)?;
                 }
             }
         }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
+use super::queuing::QueueWatch;
 use rtc::interceptor::{BandwidthEstimator, EstimatorStats, Gcc, PacketReport};
 
 /// What a viewer's estimator says now.
@@ -32,6 +33,12 @@ impl Estimate {
         self.loss_ppm.load(Ordering::Relaxed) as f64 / 1e6
     }
 
+    /// The round trip, from the viewer's receiver reports (`retransmit.rs`).
+    pub(crate) fn set_rtt(&self, rtt: std::time::Duration) {
+        let us = u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX).max(1);
+        self.rtt_us.store(us, Ordering::Relaxed);
+    }
+
     pub(crate) fn rtt_ms(&self) -> Option<f64> {
         match self.rtt_us.load(Ordering::Relaxed) {
             0 => None,
@@ -40,9 +47,11 @@ impl Estimate {
     }
 }
 
-/// GCC, publishing its target after every change.
+/// GCC, publishing its target after every change, capped while a queue stands (`queuing.rs`).
 pub(crate) struct Published {
     gcc: Gcc,
+    queue: QueueWatch,
+    cap: Option<f64>,
     out: Arc<Estimate>,
 }
 
@@ -56,6 +65,8 @@ impl Published {
         (
             Published {
                 gcc,
+                queue: QueueWatch::default(),
+                cap: None,
                 out: Arc::clone(&out),
             },
             out,
@@ -63,7 +74,8 @@ impl Published {
     }
 
     fn publish(&self) {
-        let bps = self.gcc.target_bitrate();
+        let gcc = self.gcc.target_bitrate();
+        let bps = self.cap.map_or(gcc, |cap| cap.min(gcc));
         self.out.bps.store(bps as u64, Ordering::Relaxed);
         let stats = self.gcc.stats();
         if let Some(loss) = stats.packet_loss {
@@ -71,17 +83,18 @@ impl Published {
                 .loss_ppm
                 .store((loss.clamp(0.0, 1.0) * 1e6) as u64, Ordering::Relaxed);
         }
-        if let Some(rtt) = stats.round_trip_time {
-            self.out
-                .rtt_us
-                .store(rtt.as_micros() as u64, Ordering::Relaxed);
-        }
     }
 }
 
 impl BandwidthEstimator for Published {
     fn on_reports(&mut self, now: Instant, reports: &[PacketReport]) {
         self.gcc.on_reports(now, reports);
+        let arrived = reports
+            .iter()
+            .filter_map(|r| Some((r.size, r.departure, r.arrival?)));
+        self.cap = self
+            .queue
+            .on_feedback(now, arrived, self.gcc.target_bitrate());
         if !reports.is_empty() {
             self.out.informed.store(true, Ordering::Relaxed);
         }

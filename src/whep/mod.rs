@@ -6,9 +6,12 @@
 pub(crate) mod addresses;
 mod estimate;
 mod feedback;
+mod keyframes_only;
 mod nomination;
 mod offer;
 pub(crate) mod peer;
+mod queuing;
+mod retransmit;
 mod sessions;
 pub(crate) mod udp_mux;
 mod viewer;

@@ -28,6 +28,7 @@ use rtc::rtp_transceiver::rtp_sender::{
 use super::estimate::{Estimate, Published};
 use super::feedback::KeyframeFeedback;
 use super::offer::{Chosen, OfferError, StreamProfile, check_offer};
+use super::retransmit::NackFilter;
 use crate::rtp::abs_capture_time;
 
 /// A viewer that sends nothing (no consent check, no RTCP) for this long is disconnected…
@@ -74,6 +75,9 @@ pub(crate) struct Answered {
     /// the path does not adapt its rate).
     pub estimate: Arc<Estimate>,
 }
+
+/// Wire-ward of the NACK responder (`Slot::NackResponder`, 4 000), above the pacer (3 000).
+const RETRANSMIT_SLOT: usize = 3_500;
 
 /// GCC never estimates below this (bit/s); the encoder's floor is the path's `minBitrate`.
 const MIN_ESTIMATE: u32 = 50_000;
@@ -166,6 +170,12 @@ pub(crate) fn answer(
         }
         None => (registry, Arc::default()),
     };
+    // Between the wire and the NACK responder: a packet is resent at most once per round trip,
+    // and, while the bandwidth is estimated, within a share of it (see `retransmit.rs`).
+    let registry = registry.with(
+        Slot::Custom(RETRANSMIT_SLOT),
+        NackFilter::new(Arc::clone(&estimate), adaptive_bitrate.is_some()),
+    );
 
     let mut rng = rand::rng();
     let ufrag = Alphanumeric.sample_string(&mut rng, 16);

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::event::RTCPeerConnectionEvent;
@@ -24,6 +24,7 @@ use tracing::{debug, info, warn};
 
 use super::estimate::Estimate;
 use super::feedback::asks_for_keyframe;
+use super::keyframes_only::KeyframesOnly;
 use super::nomination::DeferredNomination;
 use super::peer::Answered;
 use super::udp_mux::{Inbound, UdpMux};
@@ -103,6 +104,7 @@ impl Actor for Viewer {
             connected: args.connected,
             sent: args.sent,
             estimate: args.answered.estimate,
+            keyframes_only: KeyframesOnly::default(),
             nomination: DeferredNomination::default(),
         };
         let task = tokio::spawn(async move {
@@ -181,6 +183,8 @@ struct Link {
     sent: Arc<Traffic>,
     /// Its bandwidth estimate, told to the path every [`ESTIMATE_INTERVAL`].
     estimate: Arc<Estimate>,
+    /// Whether its link is too thin for the stream, so that it gets keyframes only.
+    keyframes_only: KeyframesOnly,
     /// The browser's first nomination, given to the ICE agent again once it can take it.
     nomination: DeferredNomination,
 }
@@ -264,7 +268,7 @@ impl Link {
                     }
                 }
                 event = self.subscription.next(), if connected => match event {
-                    Event::Frame(frame) => self.send_frame(&frame),
+                    Event::Frame(frame) => self.offer_frame(&frame),
                     Event::Removed => {
                         return "the path was removed from the configuration".into();
                     }
@@ -287,6 +291,30 @@ impl Link {
         };
         if let Err(err) = self.pc.handle_read(message) {
             debug!(path = %self.path, %err, "dropped an inbound datagram");
+        }
+    }
+
+    /// Sends `frame` unless it is a passed-through stream's, the viewer's link is too thin for
+    /// it and it is not a keyframe (see `keyframes_only.rs`). An encoded stream follows the
+    /// slowest viewer's estimate instead.
+    fn offer_frame(&mut self, frame: &VideoFrame) {
+        let bytes = frame.payloads.iter().map(Bytes::len).sum();
+        let estimate = if frame.passed_through {
+            self.estimate.bps()
+        } else {
+            None
+        };
+        let was = self.keyframes_only.is_on();
+        let send = self
+            .keyframes_only
+            .send(frame.keyframe, bytes, estimate, Instant::now());
+        if self.keyframes_only.is_on() != was {
+            let keyframes_only = !was;
+            info!(path = %self.path, keyframes_only, estimate_bps = estimate,
+                  "viewer's link and the stream's rate: keyframes only, or everything again");
+        }
+        if send {
+            self.send_frame(frame);
         }
     }
 
