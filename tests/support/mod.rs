@@ -6,6 +6,7 @@
 pub mod chromium;
 pub mod netns;
 pub mod process;
+pub mod thin_link;
 pub mod vivid;
 
 use std::path::PathBuf;
