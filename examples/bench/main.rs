@@ -18,7 +18,9 @@
 //! 6. `memory`: idle RSS with the shipped config.
 //! 7. `readers`: the CPU an RTSP and an MJPEG reader add to a WHEP viewer's; RTSP PLAY → first
 //!    frame over TCP and UDP.
-//! 8. `soak`: join/leave cycles, an offer flood and idle HTTP connections against one daemon,
+//! 8. `links`: a Chromium kiosk behind a link shaped to 4, 2, 1 and 0.5 Mbit/s (network
+//!    namespaces, `tbf`): fps, seconds frozen and bits received, fixed bitrate against adaptive.
+//! 9. `soak`: join/leave cycles, an offer flood and idle HTTP connections against one daemon,
 //!    with a viewer watching: RSS, open files, threads and the viewer's longest gap.
 //!
 //! The daemon runs as its own process and its CPU is its own (user + sys from /proc), so the
@@ -28,11 +30,19 @@
 
 #[path = "../../tests/support/chromium.rs"]
 mod chromium;
+// Shared with the tests, which use more of them.
+#[allow(dead_code)]
+#[path = "../../tests/support/netns.rs"]
+mod netns;
+#[allow(dead_code)]
+#[path = "../../tests/support/thin_link.rs"]
+mod thin_link;
 
 mod clip;
 mod daemon;
 mod encoders;
 mod latency;
+mod links;
 mod machine;
 mod memory;
 mod passthrough;
@@ -60,7 +70,7 @@ struct Args {
     #[arg(long)]
     quick: bool,
     /// Only these sections (comma-separated): encoders, pipeline, webcam, ttff, latency,
-    /// viewers, passthrough, memory, readers, soak.
+    /// viewers, passthrough, memory, readers, links, soak.
     #[arg(long, value_delimiter = ',')]
     only: Vec<Section>,
     /// Where to write the report [default: BENCHMARKS.md, or target/bench/BENCHMARKS-quick.md
@@ -80,6 +90,7 @@ enum Section {
     Passthrough,
     Memory,
     Readers,
+    Links,
     Soak,
 }
 
@@ -149,10 +160,11 @@ pub struct Bench {
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            // rtc's DTLS client warns on every handshake that it has no server name (it needs
-            // none): hundreds of viewers would bury the report in it.
+            // rtc's DTLS warns on every handshake: as a client that it has no server name (it
+            // needs none), as a server (the in-process daemon of the links section) about
+            // Chromium's extensions; hundreds of viewers would bury the report in it.
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,rtc_dtls::config=error".into()),
+                .unwrap_or_else(|_| "warn,rtc_dtls=error".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -181,11 +193,12 @@ async fn main() -> anyhow::Result<()> {
         || wants(Section::Pipeline)
         || wants(Section::Webcam)
         || wants(Section::Passthrough)
-        || wants(Section::Readers);
+        || wants(Section::Readers)
+        || wants(Section::Links);
     if needs_ffmpeg && let Err(err) = machine::check_ffmpeg() {
         missing.push(format!("{err:#}"));
     }
-    let needs_chromium = wants(Section::Ttff) || wants(Section::Latency);
+    let needs_chromium = wants(Section::Ttff) || wants(Section::Latency) || wants(Section::Links);
     if needs_chromium && let Err(err) = machine::check_chromium() {
         missing.push(format!("{err:#}"));
     }
@@ -247,6 +260,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if wants(Section::Readers) {
         report.add(readers::run(&bench).await.context("readers")?);
+    }
+    if wants(Section::Links) {
+        report.add(links::run(&bench).await.context("thin links")?);
     }
     if wants(Section::Soak) {
         report.add(soak::run(&bench).await.context("soak")?);
