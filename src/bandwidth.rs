@@ -40,25 +40,21 @@ pub(crate) fn worth_changing(current: u32, wanted: u32, configured: u32) -> bool
     wanted == configured || w < c * 0.95 || w > c * 1.10
 }
 
-/// At most this many times the configured keyframe interval while the rate is down.
-const MAX_KEYFRAME_STRETCH: u32 = 10;
-
-/// Below the configured rate, keyframes come at least this many times less often.
-const KEYFRAME_STRETCH_WHEN_DOWN: f64 = 4.0;
+/// While the rate is down, keyframes come this many times less often than configured.
+const KEYFRAME_STRETCH: u32 = 30;
 
 /// The keyframe interval (in pictures) at `rate` bit/s: the configured one at the configured
-/// rate; below it, four times that and more in proportion as the rate falls (up to
-/// [`MAX_KEYFRAME_STRETCH`]). A keyframe is several pictures' worth of bits in one burst: on a
-/// 1 Mbit/s link one takes ~300 ms to get through, which the viewer sees as a freeze (measured:
-/// one per periodic keyframe). Viewers do not need them: a join or a loss gets one at once.
+/// rate, [`KEYFRAME_STRETCH`] times that below it (a minute at the default 2 s). A keyframe is
+/// several pictures' worth of bits in one burst: on a 1 Mbit/s link one takes ~300 ms to get
+/// through, which the viewer sees as a freeze (measured: one per periodic keyframe). WebRTC
+/// viewers do not need periodic ones: a join or a loss gets one at once, and so does an RTSP
+/// reader's PLAY.
 pub(crate) fn keyframe_interval(configured_frames: u32, configured: u32, rate: u32) -> u32 {
-    let ratio = f64::from(configured) / f64::from(rate.max(1));
-    let stretch = if ratio > 1.0 {
-        (KEYFRAME_STRETCH_WHEN_DOWN * ratio).min(f64::from(MAX_KEYFRAME_STRETCH))
+    if rate < configured {
+        configured_frames.saturating_mul(KEYFRAME_STRETCH)
     } else {
-        1.0
-    };
-    (f64::from(configured_frames) * stretch).round() as u32
+        configured_frames
+    }
 }
 
 /// Far below the configured rate, only every n-th picture is encoded: at a quarter of it every
@@ -127,11 +123,10 @@ mod tests {
     }
 
     #[test]
-    fn keyframes_thin_out_as_the_rate_falls() {
+    fn keyframes_thin_out_while_the_rate_is_down() {
         assert_eq!(keyframe_interval(60, 2_000_000, 2_000_000), 60);
-        assert_eq!(keyframe_interval(60, 2_000_000, 1_900_000), 253);
-        assert_eq!(keyframe_interval(60, 2_000_000, 1_000_000), 480);
-        assert_eq!(keyframe_interval(60, 2_000_000, 150_000), 600);
+        assert_eq!(keyframe_interval(60, 2_000_000, 1_900_000), 1800);
+        assert_eq!(keyframe_interval(60, 2_000_000, 150_000), 1800);
         assert_eq!(keyframe_interval(60, 2_000_000, 3_000_000), 60);
     }
 

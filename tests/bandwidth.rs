@@ -10,6 +10,7 @@
 
 mod support;
 
+use std::net::{IpAddr, SocketAddr};
 use std::process::Command;
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ use support::TestDaemon;
 use support::chromium::{Chromium, Page};
 use support::netns::{Link, shutdown};
 use support::thin_link::{Inbound, KEEP_PC, inbound, noisy_path, tc};
+use tokio::runtime::Runtime;
 
 /// Watches the player for `settle + measure` seconds, printing a line every 2 s; returns its
 /// counts at the start and at the end of the measured part.
@@ -42,40 +44,91 @@ async fn watch(page: &Page, daemon: &TestDaemon, settle: u64, measure: u64) -> (
     (start, previous)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_thin_link_gets_a_smooth_picture_and_a_free_link_the_full_rate() {
+/// The tests here measure what a kiosk sees, which takes the machine's whole attention: two
+/// Chromiums and two daemons at once on two cores freeze pictures for want of CPU, not of
+/// bandwidth. They take turns.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Fails (never skips) without ffmpeg, which makes the paths' pictures.
+fn require_ffmpeg() {
     let found = Command::new("ffmpeg").arg("-version").output().is_ok();
     assert!(
         found,
         "ffmpeg not found: `apt-get install ffmpeg` (or `./dev test`)"
     );
-    let link = Link::new("192.168.77.1", "192.168.77.2");
-    let server = link.server.runtime();
-    let client = link.client.runtime();
+}
 
-    let path = noisy_path(true);
-    let daemon = server
+/// The daemon in `link`'s server namespace serving `yaml` as the path `cam`, UDP on the
+/// server's address; HTTP there too, or on every address of the namespace with
+/// `http_everywhere` (its loopback included: the API answers loopback clients only).
+async fn daemon_in(
+    link: &Link,
+    server: &Runtime,
+    yaml: String,
+    http_everywhere: bool,
+) -> TestDaemon {
+    let ip = link.server_ip;
+    server
         .spawn(async move {
-            TestDaemon::start_with(&[("cam", &path)], |s| {
-                s.http_address = "192.168.77.1:0".parse().unwrap();
-                s.udp_address = "192.168.77.1:0".parse().unwrap();
+            TestDaemon::start_with(&[("cam", &yaml)], |s| {
+                let http_ip = if http_everywhere {
+                    IpAddr::from([0, 0, 0, 0])
+                } else {
+                    ip
+                };
+                s.http_address = SocketAddr::new(http_ip, 0);
+                s.udp_address = SocketAddr::new(ip, 0);
                 s.rtsp = false;
             })
             .await
         })
         .await
-        .expect("daemon starts in its namespace");
-    let url = format!("http://{}/cam/", daemon.daemon.http_addr);
-    let netns = link.client.name.clone();
-    let browser = client
+        .expect("daemon starts in its namespace")
+}
+
+/// The player at `http://SERVER_IP:PORT/cam/` in a Chromium started in `netns` (whose
+/// runtime is `runtime`), with its peer connection kept for `getStats()`.
+async fn kiosk(
+    runtime: &Runtime,
+    netns: &str,
+    link: &Link,
+    daemon: &TestDaemon,
+) -> (Chromium, Page) {
+    let netns = netns.to_owned();
+    let browser = runtime
         .spawn(async move { Chromium::launch_in(Some(&netns), &[]).await })
         .await
         .expect("launch task")
         .expect("Chromium starts in its namespace");
+    let url = format!(
+        "http://{}/cam/",
+        SocketAddr::new(link.server_ip, daemon.daemon.http_addr.port())
+    );
     let page = browser
         .open_with_script(&url, Some(KEEP_PC))
         .await
         .expect("player opens");
+    (browser, page)
+}
+
+/// Shuts the daemon down in its namespace and ends both namespaces' runtimes.
+async fn finish(daemon: TestDaemon, server: Runtime, client: Runtime) {
+    let shut = server.spawn(async move { daemon.daemon.shutdown().await });
+    let _ = shut.await;
+    shutdown(server);
+    shutdown(client);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thin_link_gets_a_smooth_picture_and_a_free_link_the_full_rate() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    require_ffmpeg();
+    let link = Link::new("192.168.77.1", "192.168.77.2");
+    let server = link.server.runtime();
+    let client = link.client.runtime();
+
+    let daemon = daemon_in(&link, &server, noisy_path(true), false).await;
+    let (browser, page) = kiosk(&client, &link.client.name, &link, &daemon).await;
 
     // The free link: once the browser's estimate is in, the encoder keeps the configured rate.
     let mut free = None;
@@ -142,9 +195,18 @@ async fn a_thin_link_gets_a_smooth_picture_and_a_free_link_the_full_rate() {
     );
     let grown = std::time::Instant::now();
     let mut back = None;
-    while grown.elapsed() < Duration::from_secs(20) {
+    for tick in 1..=80 {
         tokio::time::sleep(Duration::from_millis(250)).await;
-        if daemon.status("cam").expect("listed").target_bitrate_kbps == 2000 {
+        let status = daemon.status("cam").expect("listed");
+        if tick % 8 == 0 {
+            println!(
+                "{:>2} s: encoder {} kbit/s, estimate {:?}",
+                tick / 4,
+                status.target_bitrate_kbps,
+                status.bandwidth_estimate_kbps
+            );
+        }
+        if status.target_bitrate_kbps == 2000 {
             back = Some(grown.elapsed());
             break;
         }
@@ -155,24 +217,18 @@ async fn a_thin_link_gets_a_smooth_picture_and_a_free_link_the_full_rate() {
         "4 Mbit/s link: back at 2000 kbit/s after {back:?}; then {}",
         inbound(&page).await.since(&before, 2.0)
     );
+    // Measured 8–10 s (the cap on the estimate rises 25 % a second beyond the old ceiling).
     let back = back.expect("the encoder returns to the configured rate within 20 s");
     assert!(back <= Duration::from_secs(15), "{back:?}");
 
-    drop(page);
-    drop(browser);
-    let shut = server.spawn(async move { daemon.daemon.shutdown().await });
-    let _ = shut.await;
-    shutdown(server);
-    shutdown(client);
+    drop((page, browser));
+    finish(daemon, server, client).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_thin_kiosk_sets_the_rate_and_both_play_smoothly() {
-    let found = Command::new("ffmpeg").arg("-version").output().is_ok();
-    assert!(
-        found,
-        "ffmpeg not found: `apt-get install ffmpeg` (or `./dev test`)"
-    );
+    let _turn = ONE_AT_A_TIME.lock().await;
+    require_ffmpeg();
     let link = Link::new("192.168.79.1", "192.168.79.2");
     tc(
         &link,
@@ -180,48 +236,18 @@ async fn one_thin_kiosk_sets_the_rate_and_both_play_smoothly() {
     );
     let server = link.server.runtime();
     let client = link.client.runtime();
-    let path = noisy_path(true);
-    let daemon = server
-        .spawn(async move {
-            TestDaemon::start_with(&[("cam", &path)], |s| {
-                // Also on the namespace's loopback: the API answers loopback clients only.
-                s.http_address = "0.0.0.0:0".parse().unwrap();
-                s.udp_address = "192.168.79.1:0".parse().unwrap();
-                s.rtsp = false;
-            })
-            .await
-        })
-        .await
-        .expect("daemon starts in its namespace");
+    let daemon = daemon_in(&link, &server, noisy_path(true), true).await;
     let port = daemon.daemon.http_addr.port();
-    let url = format!("http://192.168.79.1:{port}/cam/");
 
     // The thin kiosk behind the shaped link; the free one beside the daemon (no shaping there).
-    let mut pages = Vec::new();
-    let mut browsers = Vec::new();
-    for (netns, runtime) in [
-        (link.client.name.clone(), &client),
-        (link.server.name.clone(), &server),
-    ] {
-        let browser = runtime
-            .spawn(async move { Chromium::launch_in(Some(&netns), &[]).await })
-            .await
-            .expect("launch task")
-            .expect("Chromium starts in its namespace");
-        pages.push(
-            browser
-                .open_with_script(&url, Some(KEEP_PC))
-                .await
-                .expect("player opens"),
-        );
-        browsers.push(browser);
-    }
+    let (thin_browser, thin) = kiosk(&client, &link.client.name, &link, &daemon).await;
+    let (free_browser, free) = kiosk(&server, &link.server.name, &link, &daemon).await;
     tokio::time::sleep(Duration::from_secs(10)).await;
-    let thin0 = inbound(&pages[0]).await;
-    let free0 = inbound(&pages[1]).await;
+    let thin0 = inbound(&thin).await;
+    let free0 = inbound(&free).await;
     tokio::time::sleep(Duration::from_secs(20)).await;
-    let thin1 = inbound(&pages[0]).await;
-    let free1 = inbound(&pages[1]).await;
+    let thin1 = inbound(&thin).await;
+    let free1 = inbound(&free).await;
     let status = daemon.status("cam").expect("listed");
     println!(
         "thin kiosk (1 Mbit/s), 20 s after 10 s: {}",
@@ -265,12 +291,8 @@ async fn one_thin_kiosk_sets_the_rate_and_both_play_smoothly() {
         "free kiosk received {free_kbps:.0} kbit/s"
     );
 
-    drop(pages);
-    drop(browsers);
-    let shut = server.spawn(async move { daemon.daemon.shutdown().await });
-    let _ = shut.await;
-    shutdown(server);
-    shutdown(client);
+    drop((thin, free, thin_browser, free_browser));
+    finish(daemon, server, client).await;
 }
 
 /// A camera's own H.264 (here ffmpeg's libx264: noisy 640x360 at 30 fps, 2 Mbit/s, a keyframe a
@@ -284,11 +306,8 @@ const PASSED_THROUGH: &str = "source:\n  type: exec\n  format: h264\n  command: 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_passed_through_camera_behind_a_thin_link_plays_its_keyframes() {
-    let found = Command::new("ffmpeg").arg("-version").output().is_ok();
-    assert!(
-        found,
-        "ffmpeg not found: `apt-get install ffmpeg` (or `./dev test`)"
-    );
+    let _turn = ONE_AT_A_TIME.lock().await;
+    require_ffmpeg();
     let link = Link::new("192.168.80.1", "192.168.80.2");
     tc(
         &link,
@@ -296,25 +315,8 @@ async fn a_passed_through_camera_behind_a_thin_link_plays_its_keyframes() {
     );
     let server = link.server.runtime();
     let client = link.client.runtime();
-    let daemon = server
-        .spawn(TestDaemon::start_with(&[("cam", PASSED_THROUGH)], |s| {
-            s.http_address = "192.168.80.1:0".parse().unwrap();
-            s.udp_address = "192.168.80.1:0".parse().unwrap();
-            s.rtsp = false;
-        }))
-        .await
-        .expect("daemon starts in its namespace");
-    let url = format!("http://{}/cam/", daemon.daemon.http_addr);
-    let netns = link.client.name.clone();
-    let browser = client
-        .spawn(async move { Chromium::launch_in(Some(&netns), &[]).await })
-        .await
-        .expect("launch task")
-        .expect("Chromium starts in its namespace");
-    let page = browser
-        .open_with_script(&url, Some(KEEP_PC))
-        .await
-        .expect("player opens");
+    let daemon = daemon_in(&link, &server, PASSED_THROUGH.to_owned(), false).await;
+    let (browser, page) = kiosk(&client, &link.client.name, &link, &daemon).await;
 
     let (start, end) = watch(&page, &daemon, 10, 20).await;
     println!(
@@ -327,10 +329,6 @@ async fn a_passed_through_camera_behind_a_thin_link_plays_its_keyframes() {
     assert!(keyframes >= 10.0, "{keyframes} keyframes decoded in 20 s");
     assert!((0.5..=5.0).contains(&fps), "{fps:.1} fps");
 
-    drop(page);
-    drop(browser);
-    let shut = server.spawn(async move { daemon.daemon.shutdown().await });
-    let _ = shut.await;
-    shutdown(server);
-    shutdown(client);
+    drop((page, browser));
+    finish(daemon, server, client).await;
 }

@@ -1,14 +1,17 @@
 //! Each viewer's bandwidth, as Google Congestion Control estimates it from the browser's
 //! transport-wide feedback (TWCC, which browsers send once `transport-cc` is negotiated): the
 //! estimator runs inside the peer connection's interceptor chain, where the application cannot
-//! reach it, so it is wrapped to publish what it says into an [`Estimate`] the viewer reads.
+//! reach it, so it is wrapped to publish what it says into an [`Estimate`] the viewer reads —
+//! capped while a queue stands on the way to the viewer (`queuing.rs`). The round trip comes
+//! from the viewer's receiver reports (`retransmit.rs`), whether or not the rate adapts.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
-use super::queuing::QueueWatch;
 use rtc::interceptor::{BandwidthEstimator, EstimatorStats, Gcc, PacketReport};
+
+use super::queuing::QueueWatch;
 
 /// What a viewer's estimator says now.
 #[derive(Debug, Default)]

@@ -8,8 +8,9 @@
 //! one-way delay (arrival on the viewer's clock minus departure on ours) less the smallest seen
 //! lately is the time it waited in a queue. A queue that stays above [`STANDING_QUEUE`] for
 //! [`STANDING_FOR`] (a keyframe's burst drains sooner) caps the estimate just below what the
-//! link delivered; the cap then rises while the queue stays short, slowly near that rate and
-//! faster beyond it, and goes once GCC's own estimate is the lower.
+//! link delivered; the cap then rises while the queue stays short — back to that rate within a
+//! second or so, slowly just above it, faster beyond — and goes once GCC's own estimate is the
+//! lower.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -28,14 +29,16 @@ const DELIVERED_WINDOW: Duration = Duration::from_secs(1);
 const CUT_TO: f64 = 0.9;
 /// One cut per this long: the queue takes time to drain after a cut.
 const CUT_INTERVAL: Duration = Duration::from_millis(1000);
-/// While the queue is short the cap rises this much per second near the rate at which the link
-/// last filled up (its ceiling, as far as is known)...
+/// While the queue is short the cap rises this much per second up to the rate at which the link
+/// last filled up (its ceiling, as far as is known: the cut below it only drains the queue)...
+const RISE_TO_CEILING: f64 = 1.1;
+/// ... this much just above it, where the link filled up last time...
 const RISE_NEAR_CEILING: f64 = 1.02;
-/// ... and this much elsewhere: a link that grew back is found within seconds (400 kbit/s to
-/// 2 Mbit/s in ~9 s).
-const RISE_ELSEWHERE: f64 = 1.2;
-/// "Near" the ceiling: within these shares of it.
-const NEAR_CEILING: std::ops::RangeInclusive<f64> = 0.85..=1.1;
+/// ... and this much beyond: a link that grew back is found within seconds (measured: from 400
+/// kbit/s back to a 2 Mbit/s path's full rate in 8–10 s).
+const RISE_BEYOND: f64 = 1.25;
+/// "Just above" the ceiling: up to this share of it.
+const NEAR_CEILING: f64 = 1.05;
 
 /// The queue watch of one viewer.
 #[derive(Debug, Default)]
@@ -123,13 +126,10 @@ impl QueueWatch {
         } else if let Some(cap) = self.cap
             && standing < SHORT_QUEUE.as_secs_f64()
         {
-            let near = self
-                .ceiling
-                .is_some_and(|ceiling| NEAR_CEILING.contains(&(cap / ceiling)));
-            let rise = if near {
-                RISE_NEAR_CEILING
-            } else {
-                RISE_ELSEWHERE
+            let rise = match self.ceiling.map(|ceiling| cap / ceiling) {
+                Some(share) if share < 1.0 => RISE_TO_CEILING,
+                Some(share) if share < NEAR_CEILING => RISE_NEAR_CEILING,
+                _ => RISE_BEYOND,
             };
             let risen = cap * rise.powf(elapsed.min(1.0));
             self.cap = (risen < estimate).then_some(risen);
@@ -194,14 +194,15 @@ mod tests {
         });
         let cap = cap.expect("capped");
         assert!((850_000.0..=950_000.0).contains(&cap), "{cap}");
-        // It drains: the cap rises slowly near the rate that filled the link (2 % a second)...
+        // It drains: the cap rises back to the rate that filled the link within a second or so,
+        // then slowly (2 % a second)...
         let later = feed(&mut watch, t0, 3_000, 5_000, 800_000.0, |_| 0).expect("still capped");
-        assert!(later > cap * 1.03 && later < cap * 1.05, "{cap} → {later}");
+        assert!(later > cap * 1.1 && later < cap * 1.16, "{cap} → {later}");
         // ... faster once past it (the link may have grown), and goes once GCC's estimate is
         // lower.
-        let past = feed(&mut watch, t0, 5_000, 15_000, 800_000.0, |_| 0).expect("still capped");
+        let past = feed(&mut watch, t0, 5_000, 11_000, 800_000.0, |_| 0).expect("still capped");
         assert!(past > 1.5 * cap, "{cap} → {past}");
-        assert_eq!(watch.on_feedback(t0 + 15_100 * MS, [], past * 0.9), None);
+        assert_eq!(watch.on_feedback(t0 + 11_100 * MS, [], past * 0.9), None);
     }
 
     #[test]
