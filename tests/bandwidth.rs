@@ -5,7 +5,8 @@
 //! the browser's bandwidth estimate and the picture stays smooth: at 1 Mbit/s, at 400 kbit/s (at
 //! fewer pictures a second), and back at the full rate when the link grows again. A free link
 //! keeps the full configured rate. With two kiosks, one thin and one free, the thin one sets the
-//! rate for both (the README's policy) and both play smoothly.
+//! rate for both (the README's policy) and both play smoothly. A passed-through camera's H.264,
+//! which cannot be made smaller, reaches the thin kiosk as its keyframes alone.
 //! (`adaptiveBitrate` is off by default; the paths here turn it on.)
 
 mod support;
