@@ -167,12 +167,17 @@ pub(crate) async fn post_offer(
         return plain(StatusCode::BAD_REQUEST, "the SDP offer is not UTF-8 text");
     };
     let stream = stream_profile(&whep, &path);
-    let adaptive = whep
-        .board
-        .path(&path)
-        .filter(|status| status.adaptive_bitrate)
-        .map(|status| status.bitrate_kbps.saturating_mul(1000));
-    let answered = match peer::answer(offer, &whep.addresses, stream, adaptive) {
+    let rate = whep.board.path(&path).map_or(
+        peer::PathRate {
+            bitrate: 0,
+            adaptive: false,
+        },
+        |status| peer::PathRate {
+            bitrate: status.bitrate_kbps.saturating_mul(1000),
+            adaptive: status.adaptive_bitrate,
+        },
+    );
+    let answered = match peer::answer(offer, &whep.addresses, stream, rate) {
         Ok(answered) => answered,
         Err(AnswerError::Internal(err)) => {
             warn!(%path, %err, "cannot answer a WHEP offer");

@@ -117,13 +117,22 @@ fn h264_codec(chosen: &Chosen) -> RTCRtpCodecParameters {
     }
 }
 
-/// Answers `offer_sdp` for a path whose H.264 is `stream` (its `profile-level-id`); with
-/// `adaptive_bitrate` (the path's configured bit/s), the viewer's bandwidth is estimated.
+/// How fast the path sends, as far as a viewer's answer is concerned.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PathRate {
+    /// The path's configured bit/s.
+    pub bitrate: u32,
+    /// `adaptiveBitrate`: the viewer's bandwidth is estimated.
+    pub adaptive: bool,
+}
+
+/// Answers `offer_sdp` for a path whose H.264 is `stream` (its `profile-level-id`), sent at
+/// `rate`.
 pub(crate) fn answer(
     offer_sdp: String,
     addresses: &IceAddresses,
     stream: StreamProfile,
-    adaptive_bitrate: Option<u32>,
+    rate: PathRate,
 ) -> Result<Answered, AnswerError> {
     let chosen = check_offer(&offer_sdp, stream)?;
     let now = Instant::now();
@@ -153,28 +162,29 @@ pub(crate) fn answer(
     // It starts and may stay above the path's rate (the encoder keeps its headroom below it),
     // which is what tells a free link from a full one; a thin link brings it down within
     // seconds. Off, nothing is added to the chain.
-    let (registry, estimate) = match adaptive_bitrate {
-        Some(bitrate) => {
-            let (estimator, estimate) = Published::new(
-                1.5 * f64::from(bitrate),
-                f64::from(MIN_ESTIMATE),
-                3.0 * f64::from(bitrate),
-            );
-            let registry = registry
-                .with(
-                    Slot::CongestionControl,
-                    CongestionControlBuilder::new(estimator).build(),
-                )
-                .with(Slot::TwccSender, TwccSenderBuilder::new().build());
-            (registry, estimate)
-        }
-        None => (registry, Arc::default()),
+    let bitrate = rate.bitrate;
+    let (registry, estimate) = if rate.adaptive {
+        let (estimator, estimate) = Published::new(
+            1.5 * f64::from(bitrate),
+            f64::from(MIN_ESTIMATE),
+            3.0 * f64::from(bitrate),
+        );
+        let registry = registry
+            .with(
+                Slot::CongestionControl,
+                CongestionControlBuilder::new(estimator).build(),
+            )
+            .with(Slot::TwccSender, TwccSenderBuilder::new().build());
+        (registry, estimate)
+    } else {
+        (registry, Arc::default())
     };
     // Between the wire and the NACK responder: a packet is resent at most once per round trip,
-    // and, while the bandwidth is estimated, within a share of it (see `retransmit.rs`).
+    // and within a share of the viewer's estimate, or of the path's rate while there is none
+    // (see `retransmit.rs`).
     let registry = registry.with(
         Slot::Custom(RETRANSMIT_SLOT),
-        NackFilter::new(Arc::clone(&estimate), adaptive_bitrate.is_some()),
+        NackFilter::new(Arc::clone(&estimate), u64::from(bitrate)),
     );
 
     let mut rng = rand::rng();

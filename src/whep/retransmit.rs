@@ -7,8 +7,10 @@
 //!
 //! This interceptor sits wire-ward of the responder and strikes packets from a NACK before the
 //! responder sees it: a packet sent (or resent) less than one round trip ago, which cannot have
-//! been missed yet; and, while the viewer's bandwidth is estimated, whatever would take the
-//! retransmissions above a share of that estimate. The round trip comes from the viewer's
+//! been missed yet; and whatever would take the retransmissions above a share of the viewer's
+//! estimated bandwidth, or of the path's configured rate while there is no estimate (a viewer
+//! that NACKs everything, buggy or hostile, cannot make the daemon resend its whole buffer
+//! every few milliseconds). The round trip comes from the viewer's
 //! receiver reports against our sender reports, and is published for `/api/viewers`.
 
 use std::collections::VecDeque;
@@ -35,7 +37,8 @@ const DEFAULT_RTT: Duration = Duration::from_millis(100);
 /// later (a round trip this long is a link that is failing, not one to wait for).
 const MIN_RESEND_INTERVAL: Duration = Duration::from_millis(10);
 const MAX_RESEND_INTERVAL: Duration = Duration::from_secs(1);
-/// Retransmissions may take at most this share of the viewer's estimated bandwidth.
+/// Retransmissions may take at most this share of the viewer's estimated bandwidth (or of the
+/// path's rate).
 const BUDGET_SHARE: f64 = 0.5;
 /// The budget saves up at most this long's worth (a burst of losses after a quiet spell).
 const BUDGET_WINDOW: Duration = Duration::from_millis(500);
@@ -92,8 +95,8 @@ impl Budget {
 }
 
 /// The decision: which of `requested` to resend now. Those allowed are marked as sent now (the
-/// responder resends them at once) and paid for from the budget when there is one (`bps`, the
-/// viewer's estimate, when it is estimated). Unknown packets are kept: the responder decides.
+/// responder resends them at once) and paid for from the budget when there is one (`bps`: the
+/// viewer's estimate, or the path's rate). Unknown packets are kept: the responder decides.
 pub(crate) fn allowed(
     requested: &[u16],
     history: &mut History,
@@ -146,8 +149,8 @@ fn round_trip(
 /// The interceptor (see the module's comment).
 pub(super) struct NackFilter {
     estimate: Arc<Estimate>,
-    /// Whether the estimate may limit retransmissions (the viewer's bandwidth is estimated).
-    budgeted: bool,
+    /// The path's configured bit/s: the budget's base until there is an estimate (0: none).
+    path_bps: u64,
     history: History,
     budget: Budget,
     sender_reports: VecDeque<(u32, Instant)>,
@@ -157,10 +160,10 @@ pub(super) struct NackFilter {
 }
 
 impl NackFilter {
-    pub(super) fn new(estimate: Arc<Estimate>, budgeted: bool) -> NackFilter {
+    pub(super) fn new(estimate: Arc<Estimate>, path_bps: u64) -> NackFilter {
         NackFilter {
             estimate,
-            budgeted,
+            path_bps,
             history: History::default(),
             budget: Budget::default(),
             sender_reports: VecDeque::with_capacity(SENDER_REPORTS),
@@ -173,7 +176,10 @@ impl NackFilter {
     /// `nack` with only the packets worth resending; `None` if none is.
     fn filter(&mut self, nack: &TransportLayerNack, now: Instant) -> Option<TransportLayerNack> {
         let requested: Vec<u16> = nack.nacks.iter().flat_map(|p| p.packet_list()).collect();
-        let bps = self.budgeted.then(|| self.estimate.bps()).flatten();
+        let bps = self
+            .estimate
+            .bps()
+            .or((self.path_bps > 0).then_some(self.path_bps));
         let rtt = self.rtt.unwrap_or(DEFAULT_RTT);
         let kept = allowed(
             &requested,
