@@ -61,16 +61,19 @@ pub(crate) fn keyframe_interval(configured_frames: u32, configured: u32, rate: u
 /// second one, at an eighth every third. Each picture then gets two or three times the bits, so
 /// it stays sharp rather than blocky, and a hard picture (noise, a dark room) cannot push the
 /// encoder far over its rate (measured: openh264 made ~380 kbit/s of the test's noisy 640x360
-/// at 30 fps when asked for 150).
-pub(crate) fn picture_step(configured: u32, rate: u32) -> u32 {
+/// at 30 fps when asked for 150). Back to more pictures only once the rate is an eighth above a
+/// threshold (`current` is the step now), so a rate hovering at one does not flip the frame rate.
+pub(crate) fn picture_step(configured: u32, rate: u32, current: u32) -> u32 {
+    const THRESHOLDS: [(f64, u32); 2] = [(8.0, 3), (4.0, 2)];
+    const BACK: f64 = 1.125;
     let ratio = f64::from(configured) / f64::from(rate.max(1));
-    if ratio >= 8.0 {
-        3
-    } else if ratio >= 4.0 {
-        2
-    } else {
-        1
-    }
+    THRESHOLDS
+        .iter()
+        .find(|(at, step)| {
+            let at = if current >= *step { at / BACK } else { *at };
+            ratio >= at
+        })
+        .map_or(1, |(_, step)| *step)
 }
 
 /// The latest estimate of each viewer, by reader id.
@@ -132,11 +135,17 @@ mod tests {
 
     #[test]
     fn far_below_the_configured_rate_fewer_pictures() {
-        assert_eq!(picture_step(2_000_000, 2_000_000), 1);
-        assert_eq!(picture_step(2_000_000, 850_000), 1);
-        assert_eq!(picture_step(2_000_000, 500_000), 2);
-        assert_eq!(picture_step(2_000_000, 250_000), 3);
-        assert_eq!(picture_step(2_000_000, 150_000), 3);
+        assert_eq!(picture_step(2_000_000, 2_000_000, 1), 1);
+        assert_eq!(picture_step(2_000_000, 850_000, 1), 1);
+        assert_eq!(picture_step(2_000_000, 500_000, 1), 2);
+        assert_eq!(picture_step(2_000_000, 250_000, 1), 3);
+        assert_eq!(picture_step(2_000_000, 150_000, 2), 3);
+        // Hovering at a quarter: once at 15 fps, it stays there until the rate is clearly up.
+        assert_eq!(picture_step(2_000_000, 520_000, 1), 1);
+        assert_eq!(picture_step(2_000_000, 520_000, 2), 2);
+        assert_eq!(picture_step(2_000_000, 570_000, 2), 1);
+        assert_eq!(picture_step(2_000_000, 270_000, 3), 3);
+        assert_eq!(picture_step(2_000_000, 290_000, 3), 2);
     }
 
     #[test]

@@ -78,12 +78,13 @@ fn apply_live(path: &str, encoder: &mut Encoder, encoding: &EncodingConfig) -> R
 }
 
 /// Retunes the encoder to the slowest viewer's bandwidth (see `bandwidth.rs`); returns every
-/// how many pictures one is to be encoded at that rate.
+/// how many pictures one is to be encoded at that rate (`step`: every how many now).
 fn follow_bandwidth(
     path: &str,
     encoder: &mut Encoder,
     encoding: &EncodingConfig,
     fanout: &Fanout,
+    step: u32,
 ) -> Result<u32, String> {
     let estimate = fanout
         .slowest_estimate()
@@ -116,6 +117,7 @@ fn follow_bandwidth(
     Ok(bandwidth::picture_step(
         encoding.bitrate_bps,
         encoder.settings().bitrate_bps,
+        step,
     ))
 }
 
@@ -284,7 +286,8 @@ fn run(args: &EncodeArgs, stop: &AtomicBool) -> Result<(), String> {
                 let Some(encoder) = encoder.as_mut() else {
                     continue;
                 };
-                let step = follow_bandwidth(&args.path, encoder, &encoding, &args.fanout)?;
+                let step =
+                    follow_bandwidth(&args.path, encoder, &encoding, &args.fanout, pictures.step)?;
                 if !pictures.encode(&args.path, encoder, step, reason.is_some())? {
                     continue;
                 }
