@@ -298,12 +298,12 @@ impl Link {
     /// it and it is not a keyframe (see `keyframes_only.rs`). An encoded stream follows the
     /// slowest viewer's estimate instead.
     fn offer_frame(&mut self, frame: &VideoFrame) {
+        if !frame.passed_through {
+            self.send_frame(frame);
+            return;
+        }
         let bytes = frame.payloads.iter().map(Bytes::len).sum();
-        let estimate = if frame.passed_through {
-            self.estimate.bps()
-        } else {
-            None
-        };
+        let estimate = self.estimate.bps();
         let was = self.keyframes_only.is_on();
         let send = self
             .keyframes_only
