@@ -18,7 +18,7 @@ use std::time::Duration;
 use support::TestDaemon;
 use support::chromium::{Chromium, Page};
 use support::netns::{Link, shutdown};
-use support::thin_link::{Inbound, KEEP_PC, inbound, noisy_path, tc};
+use support::thin_link::{Inbound, KEEP_PC, inbound, noisy_path, shape};
 use tokio::runtime::Runtime;
 
 /// Watches the player for `settle + measure` seconds, printing a line every 2 s; returns its
@@ -154,10 +154,7 @@ async fn a_thin_link_gets_a_smooth_picture_and_a_free_link_the_full_rate() {
     assert_eq!(free.target_bitrate_kbps, 2000, "{free:?}");
 
     // 1 Mbit/s from the daemon to the kiosk from now on.
-    tc(
-        &link,
-        "qdisc add dev cp-server root tbf rate 1mbit burst 32kbit latency 300ms",
-    );
+    shape(&link, 1000, 32);
     // 10 s of settling, then 20 s measured.
     let (start, end) = watch(&page, &daemon, 10, 20).await;
     let fps = (end.frames - start.frames) / 20.0;
@@ -177,10 +174,7 @@ async fn a_thin_link_gets_a_smooth_picture_and_a_free_link_the_full_rate() {
 
     // The link shrinks to 400 kbit/s: the picture keeps playing (at fewer pictures a second:
     // the rate is far below the configured one).
-    tc(
-        &link,
-        "qdisc change dev cp-server root tbf rate 400kbit burst 32kbit latency 300ms",
-    );
+    shape(&link, 400, 32);
     let (start, end) = watch(&page, &daemon, 6, 10).await;
     let fps = (end.frames - start.frames) / 10.0;
     println!(
@@ -190,10 +184,7 @@ async fn a_thin_link_gets_a_smooth_picture_and_a_free_link_the_full_rate() {
     assert!(fps >= 10.0, "{fps:.1} fps");
 
     // And grows to 4 Mbit/s: the encoder is back at the configured rate within seconds.
-    tc(
-        &link,
-        "qdisc change dev cp-server root tbf rate 4mbit burst 64kbit latency 300ms",
-    );
+    shape(&link, 4000, 64);
     let grown = std::time::Instant::now();
     let mut back = None;
     for tick in 1..=80 {
@@ -231,10 +222,7 @@ async fn one_thin_kiosk_sets_the_rate_and_both_play_smoothly() {
     let _turn = ONE_AT_A_TIME.lock().await;
     require_ffmpeg();
     let link = Link::new("192.168.79.1", "192.168.79.2");
-    tc(
-        &link,
-        "qdisc add dev cp-server root tbf rate 1mbit burst 32kbit latency 300ms",
-    );
+    shape(&link, 1000, 32);
     let server = link.server.runtime();
     let client = link.client.runtime();
     let daemon = daemon_in(&link, &server, noisy_path(true), true).await;
@@ -310,10 +298,7 @@ async fn a_passed_through_camera_behind_a_thin_link_plays_its_keyframes() {
     let _turn = ONE_AT_A_TIME.lock().await;
     require_ffmpeg();
     let link = Link::new("192.168.80.1", "192.168.80.2");
-    tc(
-        &link,
-        "qdisc add dev cp-server root tbf rate 1mbit burst 32kbit latency 300ms",
-    );
+    shape(&link, 1000, 32);
     let server = link.server.runtime();
     let client = link.client.runtime();
     let daemon = daemon_in(&link, &server, PASSED_THROUGH.to_owned(), false).await;

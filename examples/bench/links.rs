@@ -16,7 +16,7 @@ use crate::Bench;
 use crate::chromium::Chromium;
 use crate::netns::{Link, shutdown};
 use crate::report::{Section, Table};
-use crate::thin_link::{Inbound, KEEP_PC, inbound, noisy_path, tc};
+use crate::thin_link::{Inbound, KEEP_PC, inbound, noisy_path, shape};
 
 /// Issue 13's goal on the 1 Mbit/s link, after 10 s of settling, over 20 s.
 const GOAL_FPS: f64 = 24.0;
@@ -104,10 +104,7 @@ async fn measure(
     window: u64,
 ) -> anyhow::Result<Seen> {
     let link = Link::new("192.168.78.1", "192.168.78.2");
-    tc(
-        &link,
-        &format!("qdisc add dev cp-server root tbf rate {kbit}kbit burst 32kbit latency 300ms"),
-    );
+    shape(&link, kbit, 32);
     let server = link.server.runtime();
     let client = link.client.runtime();
     let dir = tempfile::Builder::new()

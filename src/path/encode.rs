@@ -77,15 +77,13 @@ fn apply_live(path: &str, encoder: &mut Encoder, encoding: &EncodingConfig) -> R
     Ok(())
 }
 
-/// Retunes the encoder to the slowest viewer's bandwidth (see `bandwidth.rs`); returns every
-/// how many pictures one is to be encoded at that rate (`step`: every how many now).
+/// Retunes the encoder to the slowest viewer's bandwidth (see `bandwidth.rs`).
 fn follow_bandwidth(
     path: &str,
     encoder: &mut Encoder,
     encoding: &EncodingConfig,
     fanout: &Fanout,
-    step: u32,
-) -> Result<u32, String> {
+) -> Result<(), String> {
     let estimate = fanout
         .slowest_estimate()
         .filter(|_| encoding.adaptive_bitrate);
@@ -114,11 +112,7 @@ fn follow_bandwidth(
         );
     }
     fanout.set_encoder_bitrate(encoder.settings().bitrate_bps);
-    Ok(bandwidth::picture_step(
-        encoding.bitrate_bps,
-        encoder.settings().bitrate_bps,
-        step,
-    ))
+    Ok(())
 }
 
 /// Which pictures are encoded while the rate is far down (`bandwidth::picture_step`).
@@ -132,15 +126,16 @@ impl PictureStep {
         PictureStep { step: 1, seen: 0 }
     }
 
-    /// Whether to encode this picture, at every `step`-th picture (a keyframe that is asked for
-    /// always is); tells rate control when the step changes.
+    /// Whether to encode this picture, at the encoder's bitrate against the `configured` one
+    /// (a keyframe that is asked for always is); tells rate control when the step changes.
     fn encode(
         &mut self,
         path: &str,
         encoder: &mut Encoder,
-        step: u32,
+        configured: u32,
         asked: bool,
     ) -> Result<bool, String> {
+        let step = bandwidth::picture_step(configured, encoder.settings().bitrate_bps, self.step);
         if step != self.step {
             let fps = encoder.settings().fps as f32 / step as f32;
             encoder
@@ -286,9 +281,9 @@ fn run(args: &EncodeArgs, stop: &AtomicBool) -> Result<(), String> {
                 let Some(encoder) = encoder.as_mut() else {
                     continue;
                 };
-                let step =
-                    follow_bandwidth(&args.path, encoder, &encoding, &args.fanout, pictures.step)?;
-                if !pictures.encode(&args.path, encoder, step, reason.is_some())? {
+                follow_bandwidth(&args.path, encoder, &encoding, &args.fanout)?;
+                let asked = reason.is_some();
+                if !pictures.encode(&args.path, encoder, encoding.bitrate_bps, asked)? {
                     continue;
                 }
                 let started = std::time::Instant::now();

@@ -42,11 +42,16 @@ impl Estimate {
         self.rtt_us.store(us, Ordering::Relaxed);
     }
 
-    pub(crate) fn rtt_ms(&self) -> Option<f64> {
+    /// The round trip, once a receiver report told it.
+    pub(crate) fn rtt(&self) -> Option<std::time::Duration> {
         match self.rtt_us.load(Ordering::Relaxed) {
             0 => None,
-            us => Some(us as f64 / 1e3),
+            us => Some(std::time::Duration::from_micros(us)),
         }
+    }
+
+    pub(crate) fn rtt_ms(&self) -> Option<f64> {
+        self.rtt().map(|rtt| rtt.as_secs_f64() * 1e3)
     }
 }
 
@@ -54,7 +59,6 @@ impl Estimate {
 pub(crate) struct Published {
     gcc: Gcc,
     queue: QueueWatch,
-    cap: Option<f64>,
     out: Arc<Estimate>,
 }
 
@@ -69,7 +73,6 @@ impl Published {
             Published {
                 gcc,
                 queue: QueueWatch::default(),
-                cap: None,
                 out: Arc::clone(&out),
             },
             out,
@@ -78,7 +81,7 @@ impl Published {
 
     fn publish(&self) {
         let gcc = self.gcc.target_bitrate();
-        let bps = self.cap.map_or(gcc, |cap| cap.min(gcc));
+        let bps = self.queue.cap().map_or(gcc, |cap| cap.min(gcc));
         self.out.bps.store(bps as u64, Ordering::Relaxed);
         let stats = self.gcc.stats();
         if let Some(loss) = stats.packet_loss {
@@ -95,8 +98,7 @@ impl BandwidthEstimator for Published {
         let arrived = reports
             .iter()
             .filter_map(|r| Some((r.size, r.departure, r.arrival?)));
-        self.cap = self
-            .queue
+        self.queue
             .on_feedback(now, arrived, self.gcc.target_bitrate());
         if !reports.is_empty() {
             self.out.informed.store(true, Ordering::Relaxed);

@@ -167,16 +167,14 @@ pub(crate) async fn post_offer(
         return plain(StatusCode::BAD_REQUEST, "the SDP offer is not UTF-8 text");
     };
     let stream = stream_profile(&whep, &path);
-    let rate = whep.board.path(&path).map_or(
-        peer::PathRate {
-            bitrate: 0,
-            adaptive: false,
-        },
-        |status| peer::PathRate {
+    let rate = whep
+        .board
+        .path(&path)
+        .map(|status| peer::PathRate {
             bitrate: status.bitrate_kbps.saturating_mul(1000),
             adaptive: status.adaptive_bitrate,
-        },
-    );
+        })
+        .unwrap_or_default();
     let answered = match peer::answer(offer, &whep.addresses, stream, rate) {
         Ok(answered) => answered,
         Err(AnswerError::Internal(err)) => {

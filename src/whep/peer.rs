@@ -118,9 +118,9 @@ fn h264_codec(chosen: &Chosen) -> RTCRtpCodecParameters {
 }
 
 /// How fast the path sends, as far as a viewer's answer is concerned.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct PathRate {
-    /// The path's configured bit/s.
+    /// The path's configured bit/s (0: unknown, retransmissions are then not budgeted).
     pub bitrate: u32,
     /// `adaptiveBitrate`: the viewer's bandwidth is estimated.
     pub adaptive: bool,

@@ -60,14 +60,13 @@ pub(crate) struct QueueWatch {
 
 impl QueueWatch {
     /// One feedback batch: `(size, departure, arrival on the viewer's clock)` of each packet that
-    /// arrived. Returns the cap (bit/s) the estimate must stay under, if any; `estimate` is
-    /// GCC's (a cap above it is dropped).
+    /// arrived; `estimate` is GCC's (a cap above it is dropped).
     pub(crate) fn on_feedback(
         &mut self,
         now: Instant,
         arrived: impl IntoIterator<Item = (usize, Instant, Duration)>,
         estimate: f64,
-    ) -> Option<f64> {
+    ) {
         let mut batch_min: Option<f64> = None;
         for (size, departure, arrival) in arrived {
             let epoch = *self.epoch.get_or_insert(departure);
@@ -89,6 +88,10 @@ impl QueueWatch {
             trim(&mut self.queue, now, STANDING_FOR);
         }
         self.decide(now, estimate);
+    }
+
+    /// The cap (bit/s) the estimate must stay under, if any.
+    pub(crate) fn cap(&self) -> Option<f64> {
         self.cap
     }
 
@@ -173,7 +176,8 @@ mod tests {
                     (1000, start + Duration::from_millis(sent), arrival)
                 })
                 .collect();
-            cap = watch.on_feedback(start + Duration::from_millis(t + 100), packets, 3e6);
+            watch.on_feedback(start + Duration::from_millis(t + 100), packets, 3e6);
+            cap = watch.cap();
         }
         cap
     }
@@ -202,7 +206,8 @@ mod tests {
         // lower.
         let past = feed(&mut watch, t0, 5_000, 11_000, 800_000.0, |_| 0).expect("still capped");
         assert!(past > 1.5 * cap, "{cap} → {past}");
-        assert_eq!(watch.on_feedback(t0 + 11_100 * MS, [], past * 0.9), None);
+        watch.on_feedback(t0 + 11_100 * MS, [], past * 0.9);
+        assert_eq!(watch.cap(), None);
     }
 
     #[test]

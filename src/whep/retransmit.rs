@@ -154,7 +154,6 @@ pub(super) struct NackFilter {
     history: History,
     budget: Budget,
     sender_reports: VecDeque<(u32, Instant)>,
-    rtt: Option<Duration>,
     reads: VecDeque<TaggedPacket>,
     writes: VecDeque<TaggedPacket>,
 }
@@ -167,7 +166,6 @@ impl NackFilter {
             history: History::default(),
             budget: Budget::default(),
             sender_reports: VecDeque::with_capacity(SENDER_REPORTS),
-            rtt: None,
             reads: VecDeque::new(),
             writes: VecDeque::new(),
         }
@@ -180,7 +178,7 @@ impl NackFilter {
             .estimate
             .bps()
             .or((self.path_bps > 0).then_some(self.path_bps));
-        let rtt = self.rtt.unwrap_or(DEFAULT_RTT);
+        let rtt = self.estimate.rtt().unwrap_or(DEFAULT_RTT);
         let kept = allowed(
             &requested,
             &mut self.history,
@@ -204,7 +202,6 @@ impl NackFilter {
                 block.delay,
                 now,
             ) {
-                self.rtt = Some(rtt);
                 self.estimate.set_rtt(rtt);
             }
         }

@@ -1,5 +1,5 @@
 //! A thin link between the daemon and a kiosk, shared by tests/bandwidth.rs and the benchmark's
-//! `links` section: the noisy path that needs its bitrate, `tc` on the daemon's side of a
+//! `links` section: the noisy path that needs its bitrate, `tbf` on the daemon's side of a
 //! [`Link`], and what the player's video receiver counts (`getStats()`).
 
 use serde_json::Value;
@@ -87,8 +87,13 @@ pub async fn inbound(page: &Page) -> Inbound {
     }
 }
 
-/// Runs `tc ARGS` in the daemon's namespace (`tbf` there shapes what the daemon sends).
-pub fn tc(link: &Link, args: &str) {
+/// Shapes what the daemon sends to `kbit` kbit/s (`tbf` on its end of the veth pair, a bucket
+/// of `burst_kbit`, 300 ms of queue: what a thin uplink's buffer holds); a link already shaped
+/// is changed in place.
+pub fn shape(link: &Link, kbit: u32, burst_kbit: u32) {
+    let args = format!(
+        "qdisc replace dev cp-server root tbf rate {kbit}kbit burst {burst_kbit}kbit latency 300ms"
+    );
     let status = link
         .server
         .command("tc")
